@@ -1,0 +1,46 @@
+#pragma once
+// forward_dispatch<ExecSpace>: options are checked, then the native kernel runs when the build has
+// one for this execution space and it supports the case; otherwise the portable algorithm.
+#include <Kokkos_Core.hpp>
+
+#include "kfa/forward.hpp"
+#include "native_backend.hpp"
+#include "portable/forward_kernel.hpp"
+#include "score_spec.hpp"
+
+namespace kfa::detail {
+
+template <class ExecSpace>
+void run_portable_forward(const ExecSpace& exec, const ForwardArgs& a) {
+  switch (a.dtype) {
+    case DType::f32: portable::run_forward<ExecSpace, float>(exec, a); break;
+    case DType::f64: portable::run_forward<ExecSpace, double>(exec, a); break;
+    case DType::f16: portable::run_forward<ExecSpace, Kokkos::Experimental::half_t>(exec, a); break;
+    case DType::bf16: portable::run_forward<ExecSpace, Kokkos::Experimental::bhalf_t>(exec, a); break;
+  }
+}
+
+template <class ExecSpace>
+void forward_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
+  ForwardArgs a = args;
+  a.score = resolve_score(params, a.shape);
+  const Backend want = requested_backend(params);
+  using Native = NativeBackend<ExecSpace>;
+  const bool native_ok = Native::available && Native::supports(a);
+  if (want == Backend::native && !native_ok)
+    throw Error(std::string("no native kernel for this case (dtype ") + dtype_name(a.dtype) + ", head_dim " +
+                std::to_string(a.shape.head_dim) + ") on this execution space");
+  auto slopes = device_slopes(exec, params);
+  a.score.alibi_slopes = slopes.data();
+  if (native_ok && want != Backend::portable)
+    Native::forward(exec, a);
+  else
+    run_portable_forward(exec, a);
+  if (slopes.data() != nullptr) exec.fence("kfa::forward: keep ALiBi slopes alive");
+}
+
+}  // namespace kfa::detail
+
+#define KFA_INSTANTIATE_FORWARD(SPACE) \
+  template void kfa::detail::forward_dispatch<SPACE>(const SPACE&, const kfa::detail::ForwardArgs&, \
+                                                   const kfa::Params&);

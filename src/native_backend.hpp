@@ -1,0 +1,15 @@
+#pragma once
+// Native (vendor) kernels, chosen by the dispatcher, never by the caller. The primary template says
+// "none"; a backend specializes it for its execution space (see native_cuda.hpp / native_hip.hpp).
+#include "kfa/detail/args.hpp"
+
+namespace kfa::detail {
+
+template <class ExecSpace>
+struct NativeBackend {
+  static constexpr bool available = false;
+  static bool supports(const ForwardArgs&) { return false; }
+  static void forward(const ExecSpace&, const ForwardArgs&) {}
+};
+
+}  // namespace kfa::detail

@@ -1,0 +1,55 @@
+#pragma once
+// Tile sizes of the portable path, chosen from head_dim and the team scratch available.
+#include <Kokkos_Core.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace kfa::portable {
+
+template <class ExecSpace>
+constexpr bool runs_on_host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible;
+
+/// Register-block shape of tile_gemm: wide rows for host SIMD, small square blocks per GPU thread.
+template <class ExecSpace>
+struct Block {
+  static constexpr int rm = runs_on_host<ExecSpace> ? 4 : 4;
+  static constexpr int rn = runs_on_host<ExecSpace> ? 16 : 4;
+};
+
+struct TileConfig {
+  int br = 64, bc = 64;    // query rows, key columns per tile
+  int dpad = 0;            // head_dim rounded up to the register-block width
+  int team_size = 1;
+  int scratch_level = 0;
+  std::size_t scratch_bytes = 0;
+};
+
+inline int round_up(std::int64_t x, int m) { return static_cast<int>((x + m - 1) / m * m); }
+
+/// Picks the largest tiles (64 down to the block size) whose scratch fits level 0, else uses level 1.
+/// `bytes(br, bc, dpad)` is the kernel's scratch footprint.
+template <class ExecSpace, class Bytes>
+TileConfig choose_tiles(const ExecSpace& exec, std::int64_t head_dim, std::int64_t seqlen_q, Bytes bytes) {
+  using B = Block<ExecSpace>;
+  TileConfig t;
+  t.dpad = round_up(head_dim, B::rn);
+  t.team_size = runs_on_host<ExecSpace> ? 1 : 128;
+  Kokkos::TeamPolicy<ExecSpace> probe(exec, 1, t.team_size);
+  const std::size_t max0 = probe.scratch_size_max(0);
+  // Short query sequences get a short tile so no team computes only padding.
+  int br = 64;
+  while (br > B::rm * 2 && br / 2 >= seqlen_q) br /= 2;
+  t.br = br;
+  t.bc = 64;
+  while (bytes(t.br, t.bc, t.dpad) > max0 && (t.bc > 16 || t.br > 16)) {
+    if (t.bc >= t.br) t.bc /= 2; else t.br /= 2;
+  }
+  t.scratch_level = bytes(t.br, t.bc, t.dpad) <= max0 ? 0 : 1;
+  if (t.scratch_level == 1) { t.br = br; t.bc = 64; }
+  t.scratch_bytes = bytes(t.br, t.bc, t.dpad);
+  return t;
+}
+
+}  // namespace kfa::portable

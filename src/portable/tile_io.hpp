@@ -1,0 +1,62 @@
+#pragma once
+// Moving tiles between global memory (any element type, 64-bit strides) and team scratch (Acc).
+#include <Kokkos_Core.hpp>
+
+#include <cstdint>
+
+#include "kfa/detail/args.hpp"
+
+namespace kfa::portable {
+
+/// Hands out aligned pieces of one team's scratch allocation.
+template <class Member>
+struct ScratchArena {
+  const Member& team;
+  int level;
+  KOKKOS_INLINE_FUNCTION ScratchArena(const Member& t, int l) : team(t), level(l) {}
+  template <class U>
+  KOKKOS_INLINE_FUNCTION U* take(int n) const {
+    return static_cast<U*>(team.team_scratch(level).get_shmem_aligned(sizeof(U) * n, 64));
+  }
+};
+
+KOKKOS_INLINE_FUNCTION std::int64_t offset(const detail::Tensor4& t, std::int64_t b, std::int64_t s, std::int64_t h) {
+  return b * t.stride_b + s * t.stride_s + h * t.stride_h;
+}
+
+/// dst[r * ld + c] = scale * src[b, row0 + r, h, c] for r < rows, c < d; zero elsewhere in [tile_rows x ld].
+template <class T, class Member, class Acc>
+KOKKOS_INLINE_FUNCTION void load_rows(const Member& team, const detail::Tensor4& src, std::int64_t b,
+                                      std::int64_t h, std::int64_t row0, int rows, int d, Acc* dst,
+                                      int tile_rows, int ld, Acc scale) {
+  const T* p = static_cast<const T*>(src.data);
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tile_rows), [&](int r) {
+    Acc* out = dst + r * ld;
+    if (r < rows) {
+      const T* in = p + offset(src, b, row0 + r, h);
+      for (int c = 0; c < d; ++c) out[c] = scale * static_cast<Acc>(in[c]);
+      for (int c = d; c < ld; ++c) out[c] = Acc(0);
+    } else {
+      for (int c = 0; c < ld; ++c) out[c] = Acc(0);
+    }
+  });
+}
+
+/// dst[c * ld + r] = src[b, row0 + r, h, c]: the transposed tile [dp x tile_rows], zero-padded.
+template <class T, class Member, class Acc>
+KOKKOS_INLINE_FUNCTION void load_rows_transposed(const Member& team, const detail::Tensor4& src, std::int64_t b,
+                                                 std::int64_t h, std::int64_t row0, int rows, int d, Acc* dst,
+                                                 int tile_rows, int dp) {
+  const T* p = static_cast<const T*>(src.data);
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tile_rows), [&](int r) {
+    if (r < rows) {
+      const T* in = p + offset(src, b, row0 + r, h);
+      for (int c = 0; c < d; ++c) dst[c * tile_rows + r] = static_cast<Acc>(in[c]);
+      for (int c = d; c < dp; ++c) dst[c * tile_rows + r] = Acc(0);
+    } else {
+      for (int c = 0; c < dp; ++c) dst[c * tile_rows + r] = Acc(0);
+    }
+  });
+}
+
+}  // namespace kfa::portable

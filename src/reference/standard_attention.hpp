@@ -1,0 +1,105 @@
+#pragma once
+// Standard attention in three passes over a materialized score matrix (S = QK^T, softmax, O = PV),
+// stored in the input precision. Supports the same masks and score modifiers as the fused path.
+#include <Kokkos_Core.hpp>
+
+#include "kfa/detail/args.hpp"
+#include "kfa/detail/tile_rules.hpp"
+#include "kfa/reference.hpp"
+#include "portable/math.hpp"
+#include "portable/tile_io.hpp"
+#include "score_spec.hpp"
+
+namespace kfa::reference::detail {
+
+using kfa::detail::ForwardArgs;
+
+template <class ExecSpace, class T>
+void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
+  using Acc = portable::acc_t<T>;
+  using portable::offset;
+  const auto s = a.shape;
+  const std::int64_t rows = s.batch * s.heads * s.seqlen_q, nk = s.seqlen_k, d = s.head_dim;
+  const std::int64_t group = s.heads / s.heads_kv;
+  Kokkos::View<T**, typename ExecSpace::memory_space> p(Kokkos::view_alloc(exec, Kokkos::WithoutInitializing, "kfa::reference::scores"), rows, nk);
+  auto row_index = KOKKOS_LAMBDA(std::int64_t r, std::int64_t& b, std::int64_t& h, std::int64_t& i) {
+    i = r % s.seqlen_q;
+    h = (r / s.seqlen_q) % s.heads;
+    b = r / (s.seqlen_q * s.heads);
+  };
+  const T* q = static_cast<const T*>(a.q.data);
+  const T* k = static_cast<const T*>(a.k.data);
+  const T* v = static_cast<const T*>(a.v.data);
+  T* o = static_cast<T*>(a.o.data);
+  using L = portable::acc_t<T>;
+  L* lse = static_cast<L*>(a.lse.data);
+  const auto sc = a.score;
+  const auto aq = a.q, ak = a.k, av = a.v, ao = a.o;
+  const auto al = a.lse;
+  // Pass 1: S = Q K^T * scale (with score modifiers), rounded to T.
+  Kokkos::parallel_for("kfa::reference::scores", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows * nk),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t r = e / nk, j = e % nk;
+        std::int64_t b, h, i;
+        row_index(r, b, h, i);
+        const T* qr = q + offset(aq, b, i, h);
+        const T* kr = k + offset(ak, b, j, h / group);
+        Acc x = 0;
+        for (std::int64_t c = 0; c < d; ++c) x = portable::madd(static_cast<Acc>(qr[c]), static_cast<Acc>(kr[c]), x);
+        x *= static_cast<Acc>(sc.scale);
+        if (sc.softcap != 0.0f) x = Acc(sc.softcap) * Kokkos::tanh(x / Acc(sc.softcap));
+        if (sc.alibi_slopes) x += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
+        p(r, j) = static_cast<T>(x);
+      });
+  // Pass 2: row softmax in place (masked keys get probability 0), LSE.
+  Kokkos::parallel_for("kfa::reference::softmax", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows),
+      KOKKOS_LAMBDA(std::int64_t r) {
+        std::int64_t b, h, i;
+        row_index(r, b, h, i);
+        const auto vis = kfa::detail::visible_keys(i, s, sc);
+        Acc mx = -Kokkos::Experimental::infinity_v<Acc>;
+        for (std::int64_t j = vis.begin; j < vis.end; ++j) mx = Kokkos::max(mx, static_cast<Acc>(p(r, j)));
+        Acc sum = 0;
+        for (std::int64_t j = 0; j < nk; ++j) {
+          const Acc e = (j >= vis.begin && j < vis.end) ? Kokkos::exp(static_cast<Acc>(p(r, j)) - mx) : Acc(0);
+          p(r, j) = static_cast<T>(e);
+          sum += e;
+        }
+        const Acc inv = sum > 0 ? Acc(1) / sum : Acc(0);
+        for (std::int64_t j = vis.begin; j < vis.end; ++j) p(r, j) = static_cast<T>(static_cast<Acc>(p(r, j)) * inv);
+        lse[b * al.stride_b + h * al.stride_h + i * al.stride_s] =
+            sum > 0 ? static_cast<L>(mx + Kokkos::log(sum)) : -Kokkos::Experimental::infinity_v<L>;
+      });
+  // Pass 3: O = P V.
+  Kokkos::parallel_for("kfa::reference::pv", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows * d),
+      KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t r = e / d, c = e % d;
+        std::int64_t b, h, i;
+        row_index(r, b, h, i);
+        Acc x = 0;
+        for (std::int64_t j = 0; j < nk; ++j)
+          x = portable::madd(static_cast<Acc>(p(r, j)), static_cast<Acc>(v[offset(av, b, j, h / group) + c]), x);
+        o[offset(ao, b, i, h) + c] = static_cast<T>(x);
+      });
+}
+
+template <class ExecSpace>
+void attention_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
+  ForwardArgs a = args;
+  a.score = kfa::detail::resolve_score(params, a.shape);
+  auto slopes = kfa::detail::device_slopes(exec, params);
+  a.score.alibi_slopes = slopes.data();
+  switch (a.dtype) {
+    case kfa::detail::DType::f32: run_standard<ExecSpace, float>(exec, a); break;
+    case kfa::detail::DType::f64: run_standard<ExecSpace, double>(exec, a); break;
+    case kfa::detail::DType::f16: run_standard<ExecSpace, Kokkos::Experimental::half_t>(exec, a); break;
+    case kfa::detail::DType::bf16: run_standard<ExecSpace, Kokkos::Experimental::bhalf_t>(exec, a); break;
+  }
+  exec.fence("kfa::reference::attention: release the score matrix");
+}
+
+}  // namespace kfa::reference::detail
+
+#define KFA_INSTANTIATE_REFERENCE(SPACE)                                                                    \
+  template void kfa::reference::detail::attention_dispatch<SPACE>(const SPACE&, const kfa::detail::ForwardArgs&, \
+                                                                  const kfa::Params&);
