@@ -109,28 +109,37 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
         T* out = dq + offset(adq, b, i, h);
         for (std::int64_t c = 0; c < d; ++c) out[c] = static_cast<T>(acc[c] * static_cast<Acc>(sc.scale));
       });
-  // Pass 5: dK = scale * dS^T Q and dV = P^T dO, summed over the query heads of each KV head.
+  // Pass 5: dK = scale * dS^T Q and dV = P^T dO, summed over the query heads of each KV head. A thread
+  // takes kb adjacent keys, so that each row of P and dS is read kb entries at a time.
+  constexpr int kb = 8;
+  const std::int64_t nblocks = (nk + kb - 1) / kb;
   Kokkos::parallel_for("kfa::reference::backward_dkdv",
-      Kokkos::RangePolicy<ExecSpace>(exec, 0, s.batch * s.heads_kv * nk), KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t j = e % nk, hk = (e / nk) % s.heads_kv, b = e / (nk * s.heads_kv);
-        Acc gk[dmax], gv[dmax];
-        for (std::int64_t c = 0; c < d; ++c) gk[c] = gv[c] = 0;
+      Kokkos::RangePolicy<ExecSpace>(exec, 0, s.batch * s.heads_kv * nblocks), KOKKOS_LAMBDA(std::int64_t e) {
+        const std::int64_t j0 = (e % nblocks) * kb, hk = (e / nblocks) % s.heads_kv, b = e / (nblocks * s.heads_kv);
+        const int nj = static_cast<int>(nk - j0 < kb ? nk - j0 : kb);
+        Acc gk[kb][dmax], gv[kb][dmax];
+        for (int jj = 0; jj < nj; ++jj)
+          for (std::int64_t c = 0; c < d; ++c) gk[jj][c] = gv[jj][c] = 0;
         for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h)
           for (std::int64_t i = 0; i < s.seqlen_q; ++i) {
             const std::int64_t r = (b * s.heads + h) * s.seqlen_q + i;
-            const Acc g = static_cast<Acc>(ds(r, j)), pr = static_cast<Acc>(p(r, j));
             const T* qr = q + offset(aq, b, i, h);
             const T* dr = dout + offset(ado, b, i, h);
-            for (std::int64_t c = 0; c < d; ++c) {
-              gk[c] = madd(g, static_cast<Acc>(qr[c]), gk[c]);
-              gv[c] = madd(pr, static_cast<Acc>(dr[c]), gv[c]);
+            for (int jj = 0; jj < nj; ++jj) {
+              const Acc g = static_cast<Acc>(ds(r, j0 + jj)), pr = static_cast<Acc>(p(r, j0 + jj));
+              for (std::int64_t c = 0; c < d; ++c) {
+                gk[jj][c] = madd(g, static_cast<Acc>(qr[c]), gk[jj][c]);
+                gv[jj][c] = madd(pr, static_cast<Acc>(dr[c]), gv[jj][c]);
+              }
             }
           }
-        T* ok = dk + offset(adk, b, j, hk);
-        T* ov = dv + offset(adv, b, j, hk);
-        for (std::int64_t c = 0; c < d; ++c) {
-          ok[c] = static_cast<T>(gk[c] * static_cast<Acc>(sc.scale));
-          ov[c] = static_cast<T>(gv[c]);
+        for (int jj = 0; jj < nj; ++jj) {
+          T* ok = dk + offset(adk, b, j0 + jj, hk);
+          T* ov = dv + offset(adv, b, j0 + jj, hk);
+          for (std::int64_t c = 0; c < d; ++c) {
+            ok[c] = static_cast<T>(gk[jj][c] * static_cast<Acc>(sc.scale));
+            ov[c] = static_cast<T>(gv[jj][c]);
+          }
         }
       });
 }

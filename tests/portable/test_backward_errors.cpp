@@ -153,3 +153,31 @@ TEMPLATE_LIST_TEST_CASE("backward: a caller-owned workspace of backward_workspac
     CHECK(max_abs_diff(*b[t], *r[t]) <= 2 * max_abs_diff(*a[t], *r[t]) + abs_eps<T>() * 100);
   }
 }
+
+TEST_CASE("backward: LayoutRight views and Views of const inputs", "[backward]") {
+  RefOptions o;
+  o.causal = true;
+  BackwardProblem<S, float> p({1, 40, 50, 2, 1, 16}, o);
+  kfa::Params params = to_params(o);
+  params.deterministic = true;
+  p.forward(params);
+  const HostGrads strided = p.backward(params);
+  using C4 = Kokkos::View<const float****, Mem>;
+  auto copy = [](const auto& src, const char* name) {
+    Kokkos::View<float****, Mem> dst(name, src.extent(0), src.extent(1), src.extent(2), src.extent(3));
+    Kokkos::deep_copy(dst, src);
+    return dst;
+  };
+  const C4 q = copy(p.fwd.q, "q"), k = copy(p.fwd.k, "k"), v = copy(p.fwd.v, "v"), out = copy(p.fwd.o, "o"),
+           dout = copy(p.dout, "dout");
+  Kokkos::View<float***, Mem> lse_rw("lse", 1, 2, 40);
+  Kokkos::deep_copy(lse_rw, p.fwd.lse);
+  const Kokkos::View<const float***, Mem> lse = lse_rw;
+  Kokkos::View<float****, Mem> dq("dq", 1, 40, 2, 16), dk("dk", 1, 50, 1, 16), dv("dv", 1, 50, 1, 16);
+  Kokkos::deep_copy(dq, std::numeric_limits<float>::quiet_NaN());
+  kfa::backward(S(), dout, q, k, v, out, lse, dq, dk, dv, params);
+  S().fence();
+  CHECK(read4(dq) == strided.dq);
+  CHECK(read4(dk) == strided.dk);
+  CHECK(read4(dv) == strided.dv);
+}
