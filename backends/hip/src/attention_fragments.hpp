@@ -33,6 +33,12 @@ KFA_HD constexpr Coord wide_acc(int lane, int blk, int r) {
   return {c.col, mfma::tile_m * blk + c.row};
 }
 
+/// Position of element {n, wide} of X in an LDS tile that stores X transposed, [wide][n].
+KFA_HD constexpr Coord in_transposed_tile(Coord c) { return {c.col, c.row}; }
+
+/// The same element in a tile whose first dimension starts `rows` earlier (sub-tile n of a stage).
+KFA_HD constexpr Coord shift_rows(Coord c, int rows) { return {c.row + rows, c.col}; }
+
 // ---- forward (one wave: 32 queries; a key sub-tile: 32 keys) ----
 // S^T[key][query] = K Q^T            A = K (LDS, row-major), B = Q^T (registers)
 // O^T[dim][query] += V^T P^T          A = V^T (LDS, stored transposed), B = P^T (the S^T accumulator)

@@ -131,8 +131,7 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
         const u16x4 p = acc_as_operand<DT>(st, kk), ds = acc_as_operand<DT>(dpt, kk);
 #pragma unroll
         for (int b = 0; b < T::d_blocks; ++b) {
-          const mfma::Coord c = frag::dkv::t_operand(lane, b, kk, 0);  // {query, dim}
-          const mfma::Coord at{c.col, c.row};                          // transposed tiles: [dim][query]
+          const mfma::Coord at = frag::in_transposed_tile(frag::dkv::t_operand(lane, b, kk, 0));  // [dim][query]
           dv[b] = E::mma(load_operand(dot_lds, T::ld_t, at), p, dv[b]);
           dk[b] = E::mma(load_operand(qt_lds, T::ld_t, at), ds, dk[b]);
         }
@@ -240,8 +239,8 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
       const u16x4 ds = acc_as_operand<DT>(dpt, kk);
 #pragma unroll
       for (int b = 0; b < T::d_blocks; ++b) {
-        const mfma::Coord c = frag::dq::kt_operand(lane, b, kk, 0);  // {key, dim}
-        dq[b] = E::mma(load_operand(kt_lds, T::ld_t, {c.col, c.row}), ds, dq[b]);
+        const mfma::Coord at = frag::in_transposed_tile(frag::dq::kt_operand(lane, b, kk, 0));  // [dim][key]
+        dq[b] = E::mma(load_operand(kt_lds, T::ld_t, at), ds, dq[b]);
       }
     }
   }

@@ -92,8 +92,7 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
       st[n] = zero_acc();
 #pragma unroll
       for (int kk = 0; kk < T::k_steps; ++kk) {
-        mfma::Coord c = frag::fwd::k_operand(lane, kk, 0);  // {key, dim}
-        c.row += n * mfma::tile_n;
+        const mfma::Coord c = frag::shift_rows(frag::fwd::k_operand(lane, kk, 0), n * mfma::tile_n);  // {key, dim}
         st[n] = E::mma(load_operand(k_lds, T::ld_k, c), qf[kk], st[n]);
       }
     }
@@ -135,8 +134,8 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
         const u16x4 p = acc_as_operand<DT>(st[n], kk);
 #pragma unroll
         for (int b = 0; b < T::d_blocks; ++b) {
-          const mfma::Coord c = frag::fwd::v_operand(lane, b, kk, 0);  // {key, dim}
-          o[b] = E::mma(load_operand(vt_lds, T::ld_vt, {c.col, n * mfma::tile_n + c.row}), p, o[b]);
+          const mfma::Coord c = frag::shift_rows(frag::fwd::v_operand(lane, b, kk, 0), n * mfma::tile_n);  // {key, dim}
+          o[b] = E::mma(load_operand(vt_lds, T::ld_vt, frag::in_transposed_tile(c)), p, o[b]);
         }
       }
   }
