@@ -108,11 +108,12 @@ int mismatches(const Mat& a, const Mat& b) {
   return n;
 }
 
-/// S^T[key][query] = K Q^T for 32 keys, 32 queries, depth d, with the forward / dQ maps.
-model::Accum scores_t(Input t, const Mat& k32, const Mat& q32) {
+/// S^T[key][query] = K Q^T for key sub-tile n (32 keys) of a staged K tile and 32 queries, with the
+/// forward kernel's maps (the dQ kernel's are the same products with n = 0).
+model::Accum scores_t(Input t, const Mat& k_stage, const Mat& q32, int n = 0) {
   model::Accum st;
-  for (int kk = 0; kk < k32.cols / mfma::tile_k; ++kk)
-    model::mfma_32x32x8(t, load_operand(k32, [&](int l) { return frag::fwd::k_operand(l, kk, 0); }),
+  for (int kk = 0; kk < k_stage.cols / mfma::tile_k; ++kk)
+    model::mfma_32x32x8(t, load_operand(k_stage, [&](int l) { return frag::shift_rows(frag::fwd::k_operand(l, kk, 0), 32 * n); }),
                         load_operand(q32, [&](int l) { return frag::fwd::q_operand(l, kk, 0); }), st);
   return st;
 }
@@ -172,10 +173,7 @@ TEMPLATE_TEST_CASE_SIG("MFMA model: forward products S^T = K Q^T and O^T = V^T P
   Mat s(32, keys);
   std::vector<model::Accum> st(keys / 32);
   for (int n = 0; n < keys / 32; ++n) {
-    Mat k32(32, d);
-    for (int r = 0; r < 32; ++r)
-      for (int c = 0; c < d; ++c) k32.at(r, c) = k.at(n * 32 + r, c);
-    st[n] = scores_t(T, k32, q);
+    st[n] = scores_t(T, k, q, n);
     scatter(st[n], [&](int l, int r) { Coord c = frag::fwd::score(l, r); return Coord{c.col, n * 32 + c.row}; }, s);
   }
   CHECK(mismatches(s, s_ref) == 0);
@@ -381,12 +379,7 @@ TEMPLATE_TEST_CASE_SIG("MFMA model: one wavefront's forward (online softmax over
         vt_stage.at(c, r) = vt_all.at(c, k0 + r);
       }
     std::vector<model::Accum> st(2);
-    for (int n = 0; n < 2; ++n) {
-      Mat k32(32, d);
-      for (int r = 0; r < 32; ++r)
-        for (int c = 0; c < d; ++c) k32.at(r, c) = k_stage.at(n * 32 + r, c);
-      st[n] = scores_t(T, k32, q);  // the kernel reads sub-tile n of the stage via frag::shift_rows
-    }
+    for (int n = 0; n < 2; ++n) st[n] = scores_t(T, k_stage, q, n);
     for (int n = 0; n < 2; ++n)
       for (int lane = 0; lane < 64; ++lane)
         for (int r = 0; r < 16; ++r) {
