@@ -19,3 +19,6 @@ struct NativeBackend {
 #ifdef KFA_HAS_CUDA_BACKEND
 #include "native_cuda.hpp"
 #endif
+#ifdef KFA_HAS_HIP_BACKEND
+#include "native_hip.hpp"
+#endif
