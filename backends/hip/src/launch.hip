@@ -27,8 +27,12 @@ bool common_case(detail::DType dt, const detail::Shape& s, const detail::ScoreSp
   if (dt != detail::DType::f16 && dt != detail::DType::bf16) return false;
   if (s.batch < 1 || s.heads < 1 || s.heads_kv < 1 || s.heads % s.heads_kv != 0) return false;
   if (s.seqlen_q < 1 || s.seqlen_k < 1) return false;
-  // grid sizes fit the launch limits
-  if (s.batch > 65535 || s.heads > 65535 || s.seqlen_q * s.heads * s.batch > (std::int64_t{1} << 40)) return false;
+  // grids fit the launch limits: 256-thread workgroups, fewer than 2^32 threads per dimension, and
+  // the dK/dV grid's y/z dimensions (heads_kv, batch) below 65536
+  constexpr std::int64_t max_groups = std::int64_t{1} << 24, rows = 128;
+  if (s.batch > 65535 || s.heads_kv > 65535) return false;
+  if ((s.seqlen_q + rows - 1) / rows * s.heads * s.batch >= max_groups) return false;
+  if ((s.seqlen_k + rows - 1) / rows >= max_groups) return false;
   // raw-unit softmax bookkeeping (backends/common) needs a positive scale; dropout is not implemented
   return sc.scale > 0.0 && sc.dropout_p == 0.0f;
 }
