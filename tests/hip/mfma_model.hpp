@@ -64,17 +64,27 @@ struct Accum {
   std::array<std::array<float, acc_regs>, lanes> v{};
 };
 
-/// C <- A * B + C as the instruction computes it.
-inline void mfma_32x32x8(Input t, const Operand& a, const Operand& b, Accum& c) {
+/// C <- A * B + C as the instruction computes it. `inputs_exact`: the caller guarantees the operand
+/// values are already values of the 16-bit format (skips the rounding; the emulator's case).
+inline void mfma_32x32x8(Input t, const Operand& a, const Operand& b, Accum& c, bool inputs_exact = false) {
+  // the operands as matrices, gathered through the layout
+  double am[m][k], bm[k][n];
+  for (int i = 0; i < m; ++i)
+    for (int kk = 0; kk < k; ++kk) {
+      const Slot s = a_slot(i, kk);
+      am[i][kk] = inputs_exact ? a.v[s.lane][s.item] : round_input(a.v[s.lane][s.item], t);
+    }
+  for (int kk = 0; kk < k; ++kk)
+    for (int j = 0; j < n; ++j) {
+      const Slot s = b_slot(kk, j);
+      bm[kk][j] = inputs_exact ? b.v[s.lane][s.item] : round_input(b.v[s.lane][s.item], t);
+    }
   Accum d;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) {
       const Slot ds = d_slot(i, j);
       double sum = c.v[ds.lane][ds.item];
-      for (int kk = 0; kk < k; ++kk) {
-        const Slot as = a_slot(i, kk), bs = b_slot(kk, j);
-        sum += double(round_input(a.v[as.lane][as.item], t)) * double(round_input(b.v[bs.lane][bs.item], t));
-      }
+      for (int kk = 0; kk < k; ++kk) sum += am[i][kk] * bm[kk][j];
       d.v[ds.lane][ds.item] = static_cast<float>(sum);
     }
   c = d;
