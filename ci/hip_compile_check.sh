@@ -6,7 +6,10 @@
 #      target gfx942);
 #   3. unbundles each kernel object's device code per architecture, disassembles it and FAILS unless
 #      every forward/backward object issues matrix-core instructions (v_mfma ... of its element type);
-#   4. runs the runner, which must report "skipped" without a GPU.
+#   4. runs the runner, which must report "skipped" without a GPU;
+#   5. runs the same runner and the unmodified kernel sources compiled for the CPU against the
+#      wavefront emulator of tests/hip/emulator (the --quick case subset, both element types,
+#      forward and backward, judged against fp64 with the tolerance rule).
 # The host suite of the MFMA model (kfa-tests-hip-host) needs no hipcc: scripts/test.sh builds and runs
 # it with the other host suites. The Kokkos-based suite (tests/hip, needs a HIP Kokkos, i.e. ROCm >=
 # 6.2) is not built here.
@@ -53,7 +56,7 @@ gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
 cmake -S "$root" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_ENABLE_HIP=ON \
   -DKFA_HIP_ARCHS="$archs" -DKFA_DEPS_DIR="$deps" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_ARCH_NATIVE=OFF ${KFA_CMAKE_ARGS:-} > "$work/configure.log"
-cmake --build "$work/build" --parallel "$jobs" --target kfa_hip kfa-hip-runner
+cmake --build "$work/build" --parallel "$jobs" --target kfa_hip kfa-hip-runner kfa-hip-emulated-runner
 
 # v_mfma in the device code of every kernel object, for every architecture
 objs="$work/build/backends/hip/hip"
@@ -91,4 +94,8 @@ if [ "$rc" -ne 77 ] && [ "$rc" -ne 0 ]; then
   say "kfa-hip-runner exited $rc (expected 77 = skipped without an AMD GPU, or 0)"
   exit 1
 fi
+emulated="$work/build/tests/hip/kfa-hip-emulated-runner"
+[ -x "$emulated" ] || { say "kfa-hip-emulated-runner was not built (no host clang >= 15?)"; exit 1; }
+"$emulated" --quick > "$work/emulated.log" 2>&1 || { cat "$work/emulated.log"; say "emulated kernels FAILED"; exit 1; }
+tail -1 "$work/emulated.log"
 say "passed in $(( $(date +%s) - start )) s"
