@@ -94,7 +94,7 @@ if [ "$rc" -ne 77 ] && [ "$rc" -ne 0 ]; then
   say "kfa-hip-runner exited $rc (expected 77 = skipped without an AMD GPU, or 0)"
   exit 1
 fi
-emulated="$work/build/tests/hip/kfa-hip-emulated-runner"
+emulated="$work/build/tests/hip/emulated/kfa-hip-emulated-runner"
 [ -x "$emulated" ] || { say "kfa-hip-emulated-runner was not built (no host clang >= 15?)"; exit 1; }
 "$emulated" --quick > "$work/emulated.log" 2>&1 || { cat "$work/emulated.log"; say "emulated kernels FAILED"; exit 1; }
 tail -1 "$work/emulated.log"

@@ -46,11 +46,11 @@ foreach(src ${_emu_sources})
     VERBATIM)
   list(APPEND _emu_objects ${obj})
 endforeach()
-add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/kfa-hip-emulated-runner
-  COMMAND ${KFA_EMULATOR_CXX} ${_emu_objects} -o ${CMAKE_CURRENT_BINARY_DIR}/kfa-hip-emulated-runner
+add_custom_command(OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/emulated/kfa-hip-emulated-runner
+  COMMAND ${KFA_EMULATOR_CXX} ${_emu_objects} -o ${CMAKE_CURRENT_BINARY_DIR}/emulated/kfa-hip-emulated-runner
   DEPENDS ${_emu_objects}
   COMMENT "linking kfa-hip-emulated-runner"
   VERBATIM)
-add_custom_target(kfa-hip-emulated-runner ALL DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/kfa-hip-emulated-runner)
+add_custom_target(kfa-hip-emulated-runner ALL DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/emulated/kfa-hip-emulated-runner)
 # the --quick subset covers every feature once per element type in seconds; the full set takes minutes
-add_test(NAME kfa-hip-emulated-runner COMMAND ${CMAKE_CURRENT_BINARY_DIR}/kfa-hip-emulated-runner --quick)
+add_test(NAME kfa-hip-emulated-runner COMMAND ${CMAKE_CURRENT_BINARY_DIR}/emulated/kfa-hip-emulated-runner --quick)
