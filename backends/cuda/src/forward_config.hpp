@@ -17,16 +17,16 @@ struct ForwardTiles {
 
 // block_m, block_n, warps, stages, kv_together; overridable at build time for tuning experiments.
 #ifndef KFA_CUDA_FWD_TILES_64
-#define KFA_CUDA_FWD_TILES_64 128, 64, 4, 3, false
+#define KFA_CUDA_FWD_TILES_64 128, 64, 4, 2, true
 #endif
 #ifndef KFA_CUDA_FWD_TILES_96
-#define KFA_CUDA_FWD_TILES_96 128, 64, 4, 3, false
+#define KFA_CUDA_FWD_TILES_96 128, 64, 4, 2, true
 #endif
 #ifndef KFA_CUDA_FWD_TILES_128
-#define KFA_CUDA_FWD_TILES_128 128, 64, 4, 3, false
+#define KFA_CUDA_FWD_TILES_128 128, 64, 4, 2, true
 #endif
 #ifndef KFA_CUDA_FWD_TILES_256
-#define KFA_CUDA_FWD_TILES_256 128, 64, 8, 2, false
+#define KFA_CUDA_FWD_TILES_256 128, 64, 8, 2, true
 #endif
 
 template <int D>

@@ -65,6 +65,9 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   const T* v = static_cast<const T*>(a.v.data) + tile.batch * a.v.stride_b + tile.head_kv * a.v.stride_h;
   const common::KeyTiles keys = common::key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
   const int n_tiles = static_cast<int>(keys.end - keys.begin);
+  const common::KeyTiles unmasked = common::unmasked_key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
+  const int unmasked_begin = static_cast<int>(unmasked.begin - keys.begin);  // loop indices of tiles
+  const int unmasked_end = static_cast<int>(unmasked.end - keys.begin);      // that need no mask
   constexpr bool KV = F::kv_together;
   const int units = KV ? n_tiles : 2 * n_tiles;  // (K0 V0), (K1 V1), ... or K0, V0, K1, V1, ...
 
@@ -116,6 +119,10 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   // ldmatrix row/chunk of this lane inside a 16x16 operand block (see the fragment layouts of mma.m16n8k16).
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_chunk = lane >> 4;   // Q (A), V (B, transposed)
   const int b_row = (lane & 7) + (lane >> 4) * 8, b_chunk = (lane >> 3) & 1;   // K (B)
+  constexpr std::uint32_t RB = Tile::row_bytes;
+  const std::uint32_t q_lane = q_s + (wrow0 + a_row) * RB, a_xor = Tile::lane_xor(a_row, a_chunk);
+  const std::uint32_t k_lane = b_row * RB, b_xor = Tile::lane_xor(b_row, b_chunk);
+  const std::uint32_t v_lane = a_row * RB;
 
   for (int it = 0; it < n_tiles; ++it) {
     const int u = KV ? it : 2 * it;
@@ -134,11 +141,11 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
       std::uint32_t qa[MT][4];
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
-        ptx::ldmatrix_x4(qa[mi], q_s + Tile::chunk_offset(wrow0 + mi * 16 + a_row, ks * 2 + a_chunk));
+        ptx::ldmatrix_x4(qa[mi], q_lane + mi * 16 * RB + ((ks * 32) ^ a_xor));
 #pragma unroll
       for (int p = 0; p < NT / 2; ++p) {
         std::uint32_t kb[4];
-        ptx::ldmatrix_x4(kb, k_s + Tile::chunk_offset(p * 16 + b_row, ks * 2 + b_chunk));
+        ptx::ldmatrix_x4(kb, k_s + k_lane + p * 16 * RB + ((ks * 32) ^ b_xor));
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           ptx::mma_16816<T>(acc_s[mi][2 * p], qa[mi], kb[0], kb[1]);
@@ -149,7 +156,7 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
 
     // ---- mask (only tiles crossing a mask edge or the end of the keys), online softmax
     const int col0 = static_cast<int>((keys.begin + it) * BN);
-    if (!detail::tile_fully_visible(row0, row0 + rows_valid, col0, col0 + BN, shape, a.score)) {
+    if (it < unmasked_begin || it >= unmasked_end) {
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -211,7 +218,7 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
 #pragma unroll
       for (int p = 0; p < DT / 2; ++p) {
         std::uint32_t vb[4];
-        ptx::ldmatrix_x4_trans(vb, v_s + Tile::chunk_offset(ks * 16 + a_row, p * 2 + a_chunk));
+        ptx::ldmatrix_x4_trans(vb, v_s + v_lane + ks * 16 * RB + ((p * 32) ^ a_xor));
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           ptx::mma_16816<T>(acc_o[mi][2 * p], pa[mi], vb[0], vb[1]);
