@@ -3,7 +3,8 @@
 # pinned tarball through nvcc_wrapper, kfa, the native backend (backends/cuda, sm_80 + sm_90), the GPU
 # test suite and the GPU benchmark; then checks that the native kernels use the Tensor Cores (HMMA in
 # the SASS when cuobjdump is installed, else mma.sync/ldmatrix/cp.async in the PTX) and that the GPU
-# suite reports itself skipped (not failed) without a device.
+# suite reports itself skipped (not failed) without a device. An installed Catch2 (KFA_PREFIX_PATH,
+# default /opt/kfa-deps) is used when present; an installed Kokkos never is (it must have CUDA).
 #   ci/cuda_compile_check.sh            env: KFA_DEPS_DIR, CUDA_HOME (default /usr/local/cuda), JOBS (2)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +25,7 @@ tar -xzf "$deps/kokkos-5.0.2.tar.gz" -C "$work" kokkos-5.0.2/bin/nvcc_wrapper
 cmake -S "$root" -B "$work/build" -G Ninja \
   -DCMAKE_CXX_COMPILER="$work/kokkos-5.0.2/bin/nvcc_wrapper" \
   -DKFA_DEPS_DIR="$deps" -DKFA_KOKKOS_DEVICE=CUDA -DKFA_KOKKOS_ARCH=HOPPER90 \
-  -DKFA_ENABLE_CUDA=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH=/nonexistent \
+  -DKFA_ENABLE_CUDA=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-/opt/kfa-deps}" \
   -DCMAKE_DISABLE_FIND_PACKAGE_Kokkos=ON > "$work/configure.log"
 ninja -C "$work/build" -j"$jobs" kfa kfa_cuda kfa-tests-cuda kfa-gpu-bench
 

@@ -21,9 +21,9 @@ def flops(b, h, n, d, causal):
     return 4 * b * h * n * n * d / (2 if causal else 1)
 
 
-def run_kfa(bench, dims, seqlens, paths, memory):
+def run_kfa(bench, dims, seqlens, paths, memory, portable_reps):
     cmd = [bench, "--paths", ",".join(paths), "--dims", ",".join(map(str, dims)),
-           "--seqlens", ",".join(map(str, seqlens))] + (["--memory"] if memory else [])
+           "--seqlens", ",".join(map(str, seqlens)), "--portable-reps", str(portable_reps)] + (["--memory"] if memory else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -58,11 +58,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="head_dim 64/128, seqlen 1k/4k/16k")
     ap.add_argument("--no-portable", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also the seqlen-64k memory run")
+    ap.add_argument("--portable-reps", type=int, default=5, help="timed calls of the (slow) portable path")
     a = ap.parse_args()
     dims = [64, 128] if a.quick else [64, 128, 256]
     seqlens = [1024, 4096, 16384] if a.quick else [512, 1024, 2048, 4096, 8192, 16384]
     paths = ["native"] + ([] if a.no_portable else ["portable"])
-    kfa = run_kfa(a.bench, dims, seqlens, paths, a.memory)
+    kfa = run_kfa(a.bench, dims, seqlens, paths, a.memory, a.portable_reps)
     peers = run_peers(dims, seqlens)
     device = next((r["name"] for r in kfa if r.get("kind") == "device"), torch.cuda.get_device_name())
     rows = [r for r in kfa if r.get("kind") == "fwd"] + peers

@@ -9,24 +9,36 @@
 
 namespace kfa::cuda {
 
+template <int BlockM, int BlockN, int Warps, int Stages, bool KvTogether>
+struct ForwardTiles {
+  static constexpr int block_m = BlockM, block_n = BlockN, warps = Warps, stages = Stages;
+  static constexpr bool kv_together = KvTogether;  // a ring slot holds a K and V pair (else one of them)
+};
+
+// block_m, block_n, warps, stages, kv_together; overridable at build time for tuning experiments.
+#ifndef KFA_CUDA_FWD_TILES_64
+#define KFA_CUDA_FWD_TILES_64 128, 64, 4, 2, true
+#endif
+#ifndef KFA_CUDA_FWD_TILES_96
+#define KFA_CUDA_FWD_TILES_96 128, 64, 4, 2, true
+#endif
+#ifndef KFA_CUDA_FWD_TILES_128
+#define KFA_CUDA_FWD_TILES_128 128, 64, 4, 2, true
+#endif
+#ifndef KFA_CUDA_FWD_TILES_256
+#define KFA_CUDA_FWD_TILES_256 128, 64, 8, 2, true
+#endif
+
 template <int D>
 struct ForwardConfig;
 template <>
-struct ForwardConfig<64> {
-  static constexpr int block_m = 128, block_n = 64, warps = 4, stages = 3;
-};
+struct ForwardConfig<64> : ForwardTiles<KFA_CUDA_FWD_TILES_64> {};
 template <>
-struct ForwardConfig<96> {
-  static constexpr int block_m = 128, block_n = 64, warps = 4, stages = 3;
-};
+struct ForwardConfig<96> : ForwardTiles<KFA_CUDA_FWD_TILES_96> {};
 template <>
-struct ForwardConfig<128> {
-  static constexpr int block_m = 128, block_n = 64, warps = 4, stages = 3;
-};
+struct ForwardConfig<128> : ForwardTiles<KFA_CUDA_FWD_TILES_128> {};
 template <>
-struct ForwardConfig<256> {
-  static constexpr int block_m = 128, block_n = 64, warps = 8, stages = 2;
-};
+struct ForwardConfig<256> : ForwardTiles<KFA_CUDA_FWD_TILES_256> {};
 
 /// Launches the forward kernel of one (head_dim, element type); defined in its own translation unit.
 template <int D, class T>

@@ -1,8 +1,9 @@
 #pragma once
 // The Tensor Core forward (FlashAttention-2 algorithm, mma.sync m16n8k16 with fp32 accumulation).
 // One block per (batch, head, query tile); its warps split the query rows, share the K/V tiles.
-// K and V tiles stream through a ring of `stages` shared buffers filled by cp.async (K0, V0, K1,
-// V1, ...), so the next tiles load while the current ones are multiplied. S = Q K^T lives in
+// K and V tiles stream through a ring of `stages` shared buffers filled by cp.async, so the next
+// tiles load while the current ones are multiplied: a slot holds either one K or V tile (K0, V0, K1,
+// ...: two barriers per key tile) or a K and V pair (one barrier per key tile). S = Q K^T lives in
 // registers, the online softmax runs on it there, and P is fed to P V straight from registers.
 // Key tiles no row of the block sees are never visited; only tiles crossing a mask edge test
 // elements (both from the shared tile rules).
@@ -28,6 +29,7 @@ template <int D, class T>
 struct ForwardShape {
   using Cfg = ForwardConfig<D>;
   static constexpr int block_m = Cfg::block_m, block_n = Cfg::block_n, warps = Cfg::warps, stages = Cfg::stages;
+  static constexpr bool kv_together = Cfg::kv_together;
   static constexpr int threads = warps * 32;
   static constexpr int warp_rows = block_m / warps;
   static constexpr int m_tiles = warp_rows / 16;  // m16 fragments per warp
@@ -36,7 +38,8 @@ struct ForwardShape {
   using Tile = SwizzledTile<D>;
   static constexpr int q_bytes = Tile::bytes(block_m);
   static constexpr int kv_bytes = Tile::bytes(block_n);
-  static constexpr int smem_bytes = q_bytes + stages * kv_bytes;
+  static constexpr int slot_bytes = (kv_together ? 2 : 1) * kv_bytes;
+  static constexpr int smem_bytes = q_bytes + stages * slot_bytes;
   static_assert(warp_rows % 16 == 0 && block_n % 16 == 0 && D % 16 == 0, "fragment shapes");
   static_assert(stages >= 2, "the ring needs one tile in use and one loading");
 };
@@ -62,15 +65,27 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   const T* v = static_cast<const T*>(a.v.data) + tile.batch * a.v.stride_b + tile.head_kv * a.v.stride_h;
   const common::KeyTiles keys = common::key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
   const int n_tiles = static_cast<int>(keys.end - keys.begin);
-  const int units = 2 * n_tiles;  // K0, V0, K1, V1, ...
+  const common::KeyTiles unmasked = common::unmasked_key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
+  const int unmasked_begin = static_cast<int>(unmasked.begin - keys.begin);  // loop indices of tiles
+  const int unmasked_end = static_cast<int>(unmasked.end - keys.begin);      // that need no mask
+  constexpr bool KV = F::kv_together;
+  const int units = KV ? n_tiles : 2 * n_tiles;  // (K0 V0), (K1 V1), ... or K0, V0, K1, V1, ...
 
   // Unit u goes to ring slot u % S.
   auto load_unit = [&](int u) {
-    const std::int64_t col0 = (keys.begin + u / 2) * BN;
+    const std::int64_t col0 = (keys.begin + (KV ? u : u / 2)) * BN;
     const int valid = static_cast<int>(shape.seqlen_k - col0 < BN ? shape.seqlen_k - col0 : BN);
-    const bool is_v = u & 1;
-    const T* src = is_v ? v + col0 * a.v.stride_s : k + col0 * a.k.stride_s;
-    load_tile_async<D, BN, F::threads>(kv_s + (u % S) * F::kv_bytes, src, is_v ? a.v.stride_s : a.k.stride_s, valid);
+    const std::uint32_t slot = kv_s + (u % S) * F::slot_bytes;
+    if (KV || !(u & 1)) load_tile_async<D, BN, F::threads>(slot, k + col0 * a.k.stride_s, a.k.stride_s, valid);
+    if (KV || (u & 1))
+      load_tile_async<D, BN, F::threads>(slot + (KV ? F::kv_bytes : 0), v + col0 * a.v.stride_s, a.v.stride_s, valid);
+  };
+  // Waits for unit u, then refills the slot every warp has just finished with.
+  auto next_unit = [&](int u) {
+    ptx::cp_async_wait<S - 2>();
+    __syncthreads();  // unit u landed for every thread; every warp is done with slot (u - 1) % S
+    if (u + S - 1 < units) load_unit(u + S - 1);
+    ptx::cp_async_commit();
   };
 
   load_tile_async<D, BM, F::threads>(q_s, q, a.q.stride_s, rows_valid);
@@ -104,15 +119,16 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   // ldmatrix row/chunk of this lane inside a 16x16 operand block (see the fragment layouts of mma.m16n8k16).
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_chunk = lane >> 4;   // Q (A), V (B, transposed)
   const int b_row = (lane & 7) + (lane >> 4) * 8, b_chunk = (lane >> 3) & 1;   // K (B)
+  constexpr std::uint32_t RB = Tile::row_bytes;
+  const std::uint32_t q_lane = q_s + (wrow0 + a_row) * RB, a_xor = Tile::lane_xor(a_row, a_chunk);
+  const std::uint32_t k_lane = b_row * RB, b_xor = Tile::lane_xor(b_row, b_chunk);
+  const std::uint32_t v_lane = a_row * RB;
 
   for (int it = 0; it < n_tiles; ++it) {
-    const int u = 2 * it;
+    const int u = KV ? it : 2 * it;
     // ---- S = Q K^T on ring slot u
-    ptx::cp_async_wait<S - 2>();
-    __syncthreads();  // unit u landed for every thread; every warp is done with slot (u - 1) % S
-    if (u + S - 1 < units) load_unit(u + S - 1);
-    ptx::cp_async_commit();
-    const std::uint32_t k_s = kv_s + (u % S) * F::kv_bytes;
+    next_unit(u);
+    const std::uint32_t k_s = kv_s + (u % S) * F::slot_bytes;
     float acc_s[MT][NT][4];
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
@@ -125,11 +141,11 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
       std::uint32_t qa[MT][4];
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
-        ptx::ldmatrix_x4(qa[mi], q_s + Tile::chunk_offset(wrow0 + mi * 16 + a_row, ks * 2 + a_chunk));
+        ptx::ldmatrix_x4(qa[mi], q_lane + mi * 16 * RB + ((ks * 32) ^ a_xor));
 #pragma unroll
       for (int p = 0; p < NT / 2; ++p) {
         std::uint32_t kb[4];
-        ptx::ldmatrix_x4(kb, k_s + Tile::chunk_offset(p * 16 + b_row, ks * 2 + b_chunk));
+        ptx::ldmatrix_x4(kb, k_s + k_lane + p * 16 * RB + ((ks * 32) ^ b_xor));
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           ptx::mma_16816<T>(acc_s[mi][2 * p], qa[mi], kb[0], kb[1]);
@@ -140,7 +156,7 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
 
     // ---- mask (only tiles crossing a mask edge or the end of the keys), online softmax
     const int col0 = static_cast<int>((keys.begin + it) * BN);
-    if (!detail::tile_fully_visible(row0, row0 + rows_valid, col0, col0 + BN, shape, a.score)) {
+    if (it < unmasked_begin || it >= unmasked_end) {
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -186,12 +202,9 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
         }
       }
 
-    // ---- O += P V on ring slot u + 1
-    ptx::cp_async_wait<S - 2>();
-    __syncthreads();
-    if (u + S < units) load_unit(u + S);
-    ptx::cp_async_commit();
-    const std::uint32_t v_s = kv_s + ((u + 1) % S) * F::kv_bytes;
+    // ---- O += P V on the same slot (K and V together) or on slot u + 1
+    if (!KV) next_unit(u + 1);
+    const std::uint32_t v_s = KV ? k_s + F::kv_bytes : kv_s + ((u + 1) % S) * F::slot_bytes;
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks) {
       std::uint32_t pa[MT][4];  // the S accumulator layout of two n8 tiles is the A layout of one k16 step
@@ -205,7 +218,7 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
 #pragma unroll
       for (int p = 0; p < DT / 2; ++p) {
         std::uint32_t vb[4];
-        ptx::ldmatrix_x4_trans(vb, v_s + Tile::chunk_offset(ks * 16 + a_row, p * 2 + a_chunk));
+        ptx::ldmatrix_x4_trans(vb, v_s + v_lane + ks * 16 * RB + ((p * 32) ^ a_xor));
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
           ptx::mma_16816<T>(acc_o[mi][2 * p], pa[mi], vb[0], vb[1]);

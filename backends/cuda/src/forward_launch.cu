@@ -40,7 +40,7 @@ bool supports_forward(const detail::ForwardArgs& a) {
   if (!(a.score.scale > 0.0)) return false;  // the online softmax tracks the maximum of the raw scores
   constexpr std::int64_t max_len = std::int64_t(1) << 30;  // key/row positions are 32-bit in the kernel
   if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;
-  const std::int64_t blocks = a.shape.batch * a.shape.heads * common::tile_count(a.shape.seqlen_q, 128);
+  const std::int64_t blocks = a.shape.batch * a.shape.heads * common::tile_count(a.shape.seqlen_q, 64);
   if (blocks >= (std::int64_t(1) << 31)) return false;
   return rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o);
 }

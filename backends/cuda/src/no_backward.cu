@@ -5,7 +5,6 @@
 namespace kfa::cuda {
 
 bool supports_backward(const detail::BackwardArgs&) { return false; }
-std::size_t backward_workspace_bytes(const detail::BackwardArgs&) { return 0; }
 void backward(const detail::BackwardArgs&, cudaStream_t) {}
 
 }  // namespace kfa::cuda

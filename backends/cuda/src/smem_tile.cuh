@@ -23,6 +23,15 @@ struct SwizzledTile {
     return chunk_offset(r, col >> 3) + (col & 7) * 2;
   }
   static constexpr int bytes(int rows) { return rows * stride * 2; }
+  static constexpr int row_bytes = stride * 2;
+
+  /// The XOR term of a lane that addresses row r0 + row and chunk c0 + chunk, for r0 a multiple of 8
+  /// and c0 even, chunk in {0, 1}: chunk_offset(r0 + row, c0 + chunk) ==
+  ///   (r0 + row) * row_bytes + ((c0 * 16) ^ lane_xor(row, chunk)).
+  /// Loops over r0 and c0 then cost one LOP3 per address, or nothing when c0 is fixed.
+  __device__ __forceinline__ static std::uint32_t lane_xor(int row, int chunk) {
+    return static_cast<std::uint32_t>((chunk ^ (row & 7)) * 16);
+  }
 };
 
 /// All threads of the block copy rows [row0, row0 + Rows) of a [seq, D] slice (row stride `ld`
@@ -31,14 +40,29 @@ template <int D, int Rows, int Threads, class T>
 __device__ __forceinline__ void load_tile_async(std::uint32_t dst, const T* src, std::int64_t ld, int valid_rows) {
   using Tile = SwizzledTile<D>;
   constexpr int total = Rows * Tile::chunks;
+  if constexpr (Threads % Tile::chunks == 0 && (Threads / Tile::chunks) % 8 == 0) {
+    // Each thread copies one fixed chunk column of rows r, r + step, ...: the shared offsets differ
+    // by constants and the global pointer is bumped, so nothing per row stays live in registers.
+    constexpr int step = Threads / Tile::chunks;
+    const int r = static_cast<int>(threadIdx.x) / Tile::chunks, c = static_cast<int>(threadIdx.x) % Tile::chunks;
+    const std::uint32_t d0 = dst + Tile::chunk_offset(r, c);
+    const T* p = src + r * ld + c * 8;
 #pragma unroll
-  for (int k = 0; k < (total + Threads - 1) / Threads; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * Threads;
-    if (total % Threads != 0 && i >= total) break;
-    const int r = i / Tile::chunks, c = i % Tile::chunks;
-    const bool ok = r < valid_rows;
-    const T* p = ok ? src + r * ld + c * 8 : src;
-    ptx::cp_async_16(dst + Tile::chunk_offset(r, c), p, ok);
+    for (int k = 0; k < Rows / step; ++k) {
+      const bool ok = r + k * step < valid_rows;
+      ptx::cp_async_16(d0 + k * step * Tile::row_bytes, ok ? p : src, ok);
+      p += step * ld;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < (total + Threads - 1) / Threads; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * Threads;
+      if (total % Threads != 0 && i >= total) break;
+      const int r = i / Tile::chunks, c = i % Tile::chunks;
+      const bool ok = r < valid_rows;
+      const T* p = ok ? src + r * ld + c * 8 : src;
+      ptx::cp_async_16(dst + Tile::chunk_offset(r, c), p, ok);
+    }
   }
 }
 

@@ -7,8 +7,6 @@
 // Backward: src/backward*.cu when present; otherwise src/no_backward.cu makes supports_backward() false.
 #include <cuda_runtime_api.h>
 
-#include <cstddef>
-
 #include "kfa/detail/args.hpp"
 
 namespace kfa::cuda {
@@ -19,10 +17,8 @@ bool supports_forward(const detail::ForwardArgs& args);
 /// Writes O and LSE asynchronously on `stream`. Precondition: supports_forward(args).
 void forward(const detail::ForwardArgs& args, cudaStream_t stream);
 
-/// True when the Tensor Core backward handles this case.
+/// True when the Tensor Core backward handles this case (more in kfa_cuda/backward.hpp when built).
 bool supports_backward(const detail::BackwardArgs& args);
-/// Bytes of device workspace backward() needs (BackwardArgs::workspace may point to that many).
-std::size_t backward_workspace_bytes(const detail::BackwardArgs& args);
 /// Writes dQ, dK, dV asynchronously on `stream`. Precondition: supports_backward(args).
 void backward(const detail::BackwardArgs& args, cudaStream_t stream);
 
