@@ -13,8 +13,8 @@
 # The host suite of the MFMA model (kfa-tests-hip-host) needs no hipcc: scripts/test.sh builds and runs
 # it with the other host suites. The Kokkos-based suite (tests/hip, needs a HIP Kokkos, i.e. ROCm >=
 # 6.2) is not built here.
-# Kokkos is only configured (any installed Kokkos, else the pinned tarball in KFA_DEPS_DIR); none of
-# the targets built here compiles Kokkos.
+# Kokkos is only configured (the one scripts/test.sh installed under build/install, else any installed
+# Kokkos, else the pinned tarball in KFA_DEPS_DIR); none of the targets built here compiles Kokkos.
 #   ci/hip_compile_check.sh   env: KFA_HIP_ARCHS ("gfx90a;gfx940"), KFA_DEPS_DIR, JOBS (2),
 #                             KFA_HIP_CHECK_DIR, KFA_CMAKE_ARGS (extra configure arguments)
 set -euo pipefail
@@ -52,10 +52,15 @@ objdump="$llvm_bin/llvm-objdump$tool_suffix"
 objcopy="$llvm_bin/llvm-objcopy$tool_suffix"
 
 mkdir -p "$work"
+# reuse the Kokkos/Catch2 that scripts/test.sh installed (.ci/run runs it first), when present
+prefix=()
+installed="${KFA_BUILD_ROOT:-$root/build}/install"
+[ -d "$installed" ] && prefix=(-DCMAKE_PREFIX_PATH="$installed")
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
 cmake -S "$root" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_ENABLE_HIP=ON \
-  -DKFA_HIP_ARCHS="$archs" -DKFA_DEPS_DIR="$deps" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_ARCH_NATIVE=OFF ${KFA_CMAKE_ARGS:-} > "$work/configure.log"
+  -DKFA_HIP_ARCHS="$archs" -DKFA_DEPS_DIR="$deps" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_ARCH_NATIVE=OFF ${prefix[@]+"${prefix[@]}"} \
+  ${KFA_CMAKE_ARGS:-} > "$work/configure.log"
 cmake --build "$work/build" --parallel "$jobs" --target kfa_hip kfa-hip-runner kfa-hip-emulated-runner
 
 # v_mfma in the device code of every kernel object, for every architecture
