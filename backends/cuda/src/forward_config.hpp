@@ -1,8 +1,10 @@
 #pragma once
 // Tile shapes of the Tensor Core forward, one per head_dim. Each warp owns block_m / warps query
-// rows (FA2 partitioning: Q split across warps, K/V tiles shared by the block); `stages` K/V tiles
-// are in flight in a cp.async ring. Chosen so 128-thread blocks fit two per SM (registers and
-// shared memory), and head_dim 256 one 256-thread block per SM.
+// rows (FA2 partitioning: Q split across warps, K/V tiles shared by the block); `stages` ring slots
+// of K/V tiles are in flight through cp.async. Chosen on an H100 (docs/performance-cuda.md): 4-warp
+// blocks of 255 registers run two per SM; head_dim 64 takes 128 keys per tile (fewer barriers and
+// rescales per key), 96/128 take 64 (the S and O accumulators then fit the registers), head_dim 256
+// runs one 8-warp block per SM (192 KB of shared memory).
 #include <cuda_runtime_api.h>
 
 #include "kfa/detail/args.hpp"
@@ -17,7 +19,7 @@ struct ForwardTiles {
 
 // block_m, block_n, warps, stages, kv_together; overridable at build time for tuning experiments.
 #ifndef KFA_CUDA_FWD_TILES_64
-#define KFA_CUDA_FWD_TILES_64 128, 64, 4, 2, true
+#define KFA_CUDA_FWD_TILES_64 128, 128, 4, 2, true
 #endif
 #ifndef KFA_CUDA_FWD_TILES_96
 #define KFA_CUDA_FWD_TILES_96 128, 64, 4, 2, true
