@@ -42,6 +42,15 @@ struct ForwardConfig<128> : ForwardTiles<KFA_CUDA_FWD_TILES_128> {};
 template <>
 struct ForwardConfig<256> : ForwardTiles<KFA_CUDA_FWD_TILES_256> {};
 
+/// Shared memory of the forward kernel for head_dim D: the Q tile and the ring of K/V slots, rows
+/// padded to a multiple of 64 elements of 16 bits (see smem_tile.cuh).
+template <int D>
+constexpr int forward_smem_bytes() {
+  using C = ForwardConfig<D>;
+  constexpr int row_bytes = (D + 63) / 64 * 64 * 2;
+  return C::block_m * row_bytes + C::stages * (C::kv_together ? 2 : 1) * C::block_n * row_bytes;
+}
+
 /// Launches the forward kernel of one (head_dim, element type); defined in its own translation unit.
 template <int D, class T>
 void launch_forward(const detail::ForwardArgs& args, cudaStream_t stream);

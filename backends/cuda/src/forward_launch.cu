@@ -18,6 +18,25 @@ bool rows_aligned(const detail::Tensor4& t) {
          t.stride_h % 8 == 0;
 }
 
+/// Shared memory of the kernel for head_dim d (the same for both element types).
+int smem_bytes(std::int64_t d) {
+  switch (d) {
+    case 64: return forward_smem_bytes<64>();
+    case 96: return forward_smem_bytes<96>();
+    case 128: return forward_smem_bytes<128>();
+    case 256: return forward_smem_bytes<256>();
+    default: return 0;
+  }
+}
+
+/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80).
+int device_smem_limit() {
+  int dev = 0, bytes = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return bytes;
+}
+
 template <class T>
 void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
   switch (a.shape.head_dim) {
@@ -42,7 +61,8 @@ bool supports_forward(const detail::ForwardArgs& a) {
   if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;
   const std::int64_t blocks = a.shape.batch * a.shape.heads * common::tile_count(a.shape.seqlen_q, 64);
   if (blocks >= (std::int64_t(1) << 31)) return false;
-  return rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o);
+  if (!(rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o))) return false;
+  return smem_bytes(d) <= device_smem_limit();  // head_dim 256 needs 192 KB: not on sm_80's 163 KB
 }
 
 void forward(const detail::ForwardArgs& a, cudaStream_t stream) {
