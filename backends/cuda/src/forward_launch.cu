@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "../../common/tile_scheduler.hpp"
@@ -29,11 +30,15 @@ int smem_bytes(std::int64_t d) {
   }
 }
 
-/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80).
+/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80),
+/// asked once per device.
 int device_smem_limit() {
+  static std::atomic<int> known[64] = {};
   int dev = 0, bytes = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64 && (bytes = known[dev].load(std::memory_order_relaxed)) != 0) return bytes;
   if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64) known[dev].store(bytes, std::memory_order_relaxed);
   return bytes;
 }
 
