@@ -1,8 +1,10 @@
 #pragma once
 // Tile shapes of the Tensor Core forward, one per head_dim. Each warp owns block_m / warps query
-// rows (FA2 partitioning: Q split across warps, K/V tiles shared by the block); `stages` K/V tiles
-// are in flight in a cp.async ring. Chosen so 128-thread blocks fit two per SM (registers and
-// shared memory), and head_dim 256 one 256-thread block per SM.
+// rows (FA2 partitioning: Q split across warps, K/V tiles shared by the block); `stages` ring slots
+// of K/V tiles are in flight through cp.async. Chosen on an H100 (docs/performance-cuda.md): 4-warp
+// blocks of 255 registers run two per SM; head_dim 64 takes 128 keys per tile (fewer barriers and
+// rescales per key), 96/128 take 64 (the S and O accumulators then fit the registers), head_dim 256
+// runs one 8-warp block per SM (192 KB of shared memory).
 #include <cuda_runtime_api.h>
 
 #include "kfa/detail/args.hpp"
@@ -17,7 +19,7 @@ struct ForwardTiles {
 
 // block_m, block_n, warps, stages, kv_together; overridable at build time for tuning experiments.
 #ifndef KFA_CUDA_FWD_TILES_64
-#define KFA_CUDA_FWD_TILES_64 128, 64, 4, 2, true
+#define KFA_CUDA_FWD_TILES_64 128, 128, 4, 2, true
 #endif
 #ifndef KFA_CUDA_FWD_TILES_96
 #define KFA_CUDA_FWD_TILES_96 128, 64, 4, 2, true
@@ -39,6 +41,15 @@ template <>
 struct ForwardConfig<128> : ForwardTiles<KFA_CUDA_FWD_TILES_128> {};
 template <>
 struct ForwardConfig<256> : ForwardTiles<KFA_CUDA_FWD_TILES_256> {};
+
+/// Shared memory of the forward kernel for head_dim D: the Q tile and the ring of K/V slots, rows
+/// padded to a multiple of 64 elements of 16 bits (see smem_tile.cuh).
+template <int D>
+constexpr int forward_smem_bytes() {
+  using C = ForwardConfig<D>;
+  constexpr int row_bytes = (D + 63) / 64 * 64 * 2;
+  return C::block_m * row_bytes + C::stages * (C::kv_together ? 2 : 1) * C::block_n * row_bytes;
+}
 
 /// Launches the forward kernel of one (head_dim, element type); defined in its own translation unit.
 template <int D, class T>

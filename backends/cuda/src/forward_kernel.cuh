@@ -42,6 +42,7 @@ struct ForwardShape {
   static constexpr int smem_bytes = q_bytes + stages * slot_bytes;
   static_assert(warp_rows % 16 == 0 && block_n % 16 == 0 && D % 16 == 0, "fragment shapes");
   static_assert(stages >= 2, "the ring needs one tile in use and one loading");
+  static_assert(smem_bytes == forward_smem_bytes<D>(), "forward_launch.cu checks this size against the device");
 };
 
 template <int D, class T>

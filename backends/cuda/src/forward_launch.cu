@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "../../common/tile_scheduler.hpp"
@@ -16,6 +17,29 @@ namespace {
 bool rows_aligned(const detail::Tensor4& t) {
   return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
          t.stride_h % 8 == 0;
+}
+
+/// Shared memory of the kernel for head_dim d (the same for both element types).
+int smem_bytes(std::int64_t d) {
+  switch (d) {
+    case 64: return forward_smem_bytes<64>();
+    case 96: return forward_smem_bytes<96>();
+    case 128: return forward_smem_bytes<128>();
+    case 256: return forward_smem_bytes<256>();
+    default: return 0;
+  }
+}
+
+/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80),
+/// asked once per device.
+int device_smem_limit() {
+  static std::atomic<int> known[64] = {};
+  int dev = 0, bytes = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64 && (bytes = known[dev].load(std::memory_order_relaxed)) != 0) return bytes;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64) known[dev].store(bytes, std::memory_order_relaxed);
+  return bytes;
 }
 
 template <class T>
@@ -42,7 +66,8 @@ bool supports_forward(const detail::ForwardArgs& a) {
   if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;
   const std::int64_t blocks = a.shape.batch * a.shape.heads * common::tile_count(a.shape.seqlen_q, 64);
   if (blocks >= (std::int64_t(1) << 31)) return false;
-  return rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o);
+  if (!(rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o))) return false;
+  return smem_bytes(d) <= device_smem_limit();  // head_dim 256 needs 192 KB: not on sm_80's 163 KB
 }
 
 void forward(const detail::ForwardArgs& a, cudaStream_t stream) {
