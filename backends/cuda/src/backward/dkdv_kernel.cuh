@@ -48,13 +48,13 @@ __device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
 #endif
 }
 
-template <class T, int D, int BQ, int BK, bool kAtomicDq>
+template <class T, int D, int BQ, int BK, int QC, bool kAtomicDq>
 __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DkdvConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
   const std::uint32_t s_base = smem_u32(smem);
-  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV;
+  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV, sDS = s_base + Cfg::kOffDS;
   const float* s_lse = reinterpret_cast<const float*>(smem + Cfg::kOffLse);
   const float* s_dsum = reinterpret_cast<const float*>(smem + Cfg::kOffDsum);
 
@@ -99,6 +99,17 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   zero(dk);
   zero(dv);
   const int key_row0 = warp * 16;  // this warp's keys inside the CTA's block
+  // The query rows that see each of this thread's two keys (g and g + 8); keys past seqlen_k see none.
+  // Kept as 32-bit offsets from the first tile's row so they cost two registers each.
+  int seen_lo[2], seen_hi[2];
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const std::int64_t key = n0 + key_row0 + g + 8 * hi;
+    const kfa::detail::VisibleRange r = key < shape.seqlen_k ? kfa::detail::visible_queries(key, key + 1, shape, p.score)
+                                                             : kfa::detail::VisibleRange{0, 0};
+    seen_lo[hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BQ));
+    seen_hi[hi] = static_cast<int>(clamp_offset(r.end - tile0 * BQ));
+  }
 
   for (std::int64_t it = 0; it < steps; ++it) {
     const int buf = static_cast<int>(it & 1);
@@ -115,50 +126,59 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const float* lse = s_lse + buf * BQ;
     const float* dsum = s_dsum + buf * BQ;
 
-    float s[BQ / 8][4];
-    zero(s);
-    gemm_abt<T, BQ / 8, D / 16, D>(s, sK, key_row0, sQ, 0);
-    // P^T; element (key row, query col). Padded rows have lse +inf and come out 0 without masks.
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
+    int col_lo[2], col_hi[2];  // visible query columns of this tile, per key row, as tile offsets
+    const int tile_off = static_cast<int>(it % ntiles) * BQ;
 #pragma unroll
-    for (int j = 0; j < BQ / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = 8 * j + 2 * t + (e & 1);
-        float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse[col]));
-        if (!full) {
-          const std::int64_t key = n0 + key_row0 + g + ((e >> 1) << 3);
-          if (!kfa::detail::key_visible(m0 + col, key, shape, p.score)) pv = 0.0f;
-        }
-        s[j][e] = pv;
-      }
-    float dp[BQ / 8][4];
-    zero(dp);
-    gemm_abt<T, BQ / 8, D / 16, D>(dp, sV, key_row0, sDO, 0);
-    {
-      std::uint32_t pa[BQ / 16][4];
-      acc_to_a<T, BQ / 8>(pa, s);
-      gemm_rab<T, D / 8, BQ / 16, D>(dv, pa, sDO, 0);
+    for (int hi = 0; hi < 2; ++hi) {
+      col_lo[hi] = seen_lo[hi] - tile_off;
+      col_hi[hi] = seen_hi[hi] - tile_off;
     }
+    // The tile's query columns in chunks of QC, which bounds the registers the S^T / dP^T strips take.
 #pragma unroll
-    for (int j = 0; j < BQ / 8; ++j)
+    for (int c0 = 0; c0 < BQ; c0 += QC) {
+      float s[QC / 8][4];
+      zero(s);
+      gemm_abt<T, QC / 8, D / 16, D>(s, sK, key_row0, sQ, c0);
+      // P^T; element (key row, query col). Padded rows have lse +inf and come out 0 without masks.
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum[8 * j + 2 * t + (e & 1)]);
-    std::uint32_t dsa[BQ / 16][4];
-    acc_to_a<T, BQ / 8>(dsa, dp);
-    gemm_rab<T, D / 8, BQ / 16, D>(dk, dsa, sQ, 0);
+      for (int j = 0; j < QC / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = c0 + 8 * j + 2 * t + (e & 1);
+          float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse[col]));
+          if (!full && (col < col_lo[e >> 1] || col >= col_hi[e >> 1])) pv = 0.0f;
+          s[j][e] = pv;
+        }
+      float dp[QC / 8][4];
+      zero(dp);
+      gemm_abt<T, QC / 8, D / 16, D>(dp, sV, key_row0, sDO, c0);
+      {
+        std::uint32_t pa[QC / 16][4];
+        acc_to_a<T, QC / 8>(pa, s);
+        gemm_rab<T, D / 8, QC / 16, D>(dv, pa, sDO, c0, 0);
+      }
+#pragma unroll
+      for (int j = 0; j < QC / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum[c0 + 8 * j + 2 * t + (e & 1)]);
+      std::uint32_t dsa[QC / 16][4];
+      acc_to_a<T, QC / 8>(dsa, dp);
+      gemm_rab<T, D / 8, QC / 16, D>(dk, dsa, sQ, c0, 0);
+      if constexpr (kAtomicDq) {
+        // dS^T to shared memory: A fragment kk holds columns 16kk.. (regs 0/2: row g, 1/3: row g+8).
+#pragma unroll
+        for (int kk = 0; kk < QC / 16; ++kk) {
+          const int r = key_row0 + g, c = c0 + 16 * kk + 2 * t;
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c)), "r"(dsa[kk][0]));
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c)), "r"(dsa[kk][1]));
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c + 8)), "r"(dsa[kk][2]));
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c + 8)), "r"(dsa[kk][3]));
+        }
+      }
+    }
 
     if constexpr (kAtomicDq) {
-      // dS^T to shared memory: A fragment kk holds columns 16kk.. (regs 0/2: row g, 1/3: row g+8).
-      const std::uint32_t sDS = s_base + Cfg::kOffDS;
-#pragma unroll
-      for (int kk = 0; kk < BQ / 16; ++kk) {
-        const int r = key_row0 + g, c = 16 * kk + 2 * t;
-        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c)), "r"(dsa[kk][0]));
-        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c)), "r"(dsa[kk][1]));
-        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c + 8)), "r"(dsa[kk][2]));
-        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c + 8)), "r"(dsa[kk][3]));
-      }
       __syncthreads();
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
       float dq[Cfg::kDqCols / 8][4];

@@ -28,7 +28,7 @@ struct DqConfig {
   static constexpr int kSmemBytes = kOffDsum + BQ * 4;
 };
 
-template <class T, int D, int BQ, int BK>
+template <class T, int D, int BQ, int BK, int KC>
 __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DqConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
@@ -76,6 +76,14 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
   zero(dq);
   const int row0 = warp * 16;
   float lse_r[2] = {0, 0}, dsum_r[2] = {0, 0};
+  // Keys seen by this thread's two rows (g and g + 8), as 32-bit offsets from the first key tile.
+  int sees_lo[2], sees_hi[2];
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    const kfa::detail::VisibleRange r = kfa::detail::visible_keys(m0 + row0 + g + 8 * hi, shape, p.score);
+    sees_lo[hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BK));
+    sees_hi[hi] = static_cast<int>(clamp_offset(r.end - tile0 * BK));
+  }
 
   for (std::int64_t it = 0; it < ntiles; ++it) {
     const int buf = static_cast<int>(it & 1);
@@ -95,31 +103,39 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
     const std::uint32_t sK = s_base + Cfg::kOffK + buf * Cfg::kKTileBytes;
     const std::uint32_t sV = s_base + Cfg::kOffV + buf * Cfg::kKTileBytes;
 
-    float s[BK / 8][4];
-    zero(s);
-    gemm_abt<T, BK / 8, D / 16, D>(s, sQ, row0, sK, 0);
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
+    int col_lo[2], col_hi[2];  // visible key columns of this tile, per row, as tile offsets
 #pragma unroll
-    for (int j = 0; j < BK / 8; ++j)
+    for (int hi = 0; hi < 2; ++hi) {
+      col_lo[hi] = sees_lo[hi] - static_cast<int>(it) * BK;
+      col_hi[hi] = sees_hi[hi] - static_cast<int>(it) * BK;
+    }
+    // The tile's keys in chunks of KC, which bounds the registers the S / dP strips take.
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse_r[e >> 1]));
-        if (!full) {
-          const std::int64_t row = m0 + row0 + g + ((e >> 1) << 3);
-          if (!kfa::detail::key_visible(row, n0 + 8 * j + 2 * t + (e & 1), shape, p.score)) pv = 0.0f;
+    for (int c0 = 0; c0 < BK; c0 += KC) {
+      float s[KC / 8][4];
+      zero(s);
+      gemm_abt<T, KC / 8, D / 16, D>(s, sQ, row0, sK, c0);
+#pragma unroll
+      for (int j = 0; j < KC / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = c0 + 8 * j + 2 * t + (e & 1);
+          float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse_r[e >> 1]));
+          if (!full && (col < col_lo[e >> 1] || col >= col_hi[e >> 1])) pv = 0.0f;
+          s[j][e] = pv;
         }
-        s[j][e] = pv;
-      }
-    float dp[BK / 8][4];
-    zero(dp);
-    gemm_abt<T, BK / 8, D / 16, D>(dp, sDO, row0, sV, 0);
+      float dp[KC / 8][4];
+      zero(dp);
+      gemm_abt<T, KC / 8, D / 16, D>(dp, sDO, row0, sV, c0);
 #pragma unroll
-    for (int j = 0; j < BK / 8; ++j)
+      for (int j = 0; j < KC / 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum_r[e >> 1]);
-    std::uint32_t dsa[BK / 16][4];
-    acc_to_a<T, BK / 8>(dsa, dp);
-    gemm_rab<T, D / 8, BK / 16, D>(dq, dsa, sK, 0);
+        for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum_r[e >> 1]);
+      std::uint32_t dsa[KC / 16][4];
+      acc_to_a<T, KC / 8>(dsa, dp);
+      gemm_rab<T, D / 8, KC / 16, D>(dq, dsa, sK, c0, 0);
+    }
   }
 
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)

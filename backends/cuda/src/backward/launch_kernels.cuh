@@ -14,10 +14,17 @@
 namespace kfa::cuda::bwd {
 
 /// Tile shapes per head_dim: BK keys per dK/dV CTA (16 per warp), BQ query rows per step.
+/// QC / KC: query / key columns per register strip (smaller for the wide head_dim, whose dK/dV
+/// or dQ accumulators already take half the register file).
+/// KFA_CUDA_BWD_STRIP_D128 overrides both strips for head_dim 128 (a tuning knob for benchmarks).
+#ifndef KFA_CUDA_BWD_STRIP_D128
+#define KFA_CUDA_BWD_STRIP_D128 32
+#endif
 template <int D>
 struct Tiles {
-  static constexpr int kDkdvBQ = 64, kDkdvBK = 128;
-  static constexpr int kDqBQ = 64, kDqBK = 64;
+  static constexpr int kStrip = D >= 128 ? KFA_CUDA_BWD_STRIP_D128 : 64;
+  static constexpr int kDkdvBQ = 64, kDkdvBK = 128, kDkdvQC = kStrip;
+  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = kStrip;
 };
 
 inline void check_launch(const char* what) {
@@ -34,11 +41,11 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
                     static_cast<unsigned>(s.batch * s.heads_kv));
     if (deterministic) {
-      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>;
+      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, Tl::kDkdvQC, false>;
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
       kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     } else {
-      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, Tl::kDkdvQC, true>;
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
       kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     }
@@ -48,7 +55,7 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),
                     static_cast<unsigned>(s.batch * s.heads));
-    auto* kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK>;
+    auto* kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dQ kernel");

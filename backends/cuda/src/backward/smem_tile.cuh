@@ -15,6 +15,14 @@ __device__ __forceinline__ std::uint32_t tile_addr(std::uint32_t base, int row, 
   return base + static_cast<std::uint32_t>(row * COLS * 2 + ((chunk ^ (row & 7)) << 4));
 }
 
+/// The same address for the ldmatrix patterns, written so the compiler can fold the unrolled
+/// loops' constants into immediates: `row` has its lane part in the low 3 bits (its base is a
+/// multiple of 8), `chunk_even` is even, and `lane_xor` = (lane's chunk bit) ^ (row % 8).
+template <int COLS>
+__device__ __forceinline__ std::uint32_t swz_addr(std::uint32_t base, int row, int chunk_even, int lane_xor) {
+  return base + static_cast<std::uint32_t>(row * COLS * 2 + ((chunk_even & ~7) << 4) + (((chunk_even & 7) ^ lane_xor) << 4));
+}
+
 /// Byte address of element (row, col) of a swizzled tile (col even: 4-byte aligned).
 template <int COLS>
 __device__ __forceinline__ std::uint32_t tile_elem_addr(std::uint32_t base, int row, int col) {

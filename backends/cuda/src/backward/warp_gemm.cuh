@@ -4,6 +4,7 @@
 //   gemm_rab:     acc[16 x 8*NB] += A(registers)[16 x 16*KS] * B   (B stored [k][n], read transposed)
 //   gemm_tab:     acc[16 x 8*NB] += A^T * B   (A stored [k][m], B stored [k][n], both read transposed)
 // and the conversion of an fp32 accumulator strip into A fragments for the next product.
+// Row offsets (a_row0, b_row0, k_row0) are multiples of 8 and column offsets multiples of 16.
 #include <cstdint>
 
 #include "smem_tile.cuh"
@@ -22,21 +23,21 @@ __device__ __forceinline__ void gemm_abt(float (&acc)[NB][4], std::uint32_t a_ti
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
     std::uint32_t a[4];
-    ldmatrix_x4(a, tile_addr<COLS>(a_tile, a_row0 + (l & 15), ks * 2 + (l >> 4)));
+    ldmatrix_x4(a, swz_addr<COLS>(a_tile, a_row0 + (l & 15), ks * 2, (l >> 4) ^ (l & 7)));
 #pragma unroll
     for (int np = 0; np < NB / 2; ++np) {
       std::uint32_t b[4];
-      ldmatrix_x4(b, tile_addr<COLS>(b_tile, b_row0 + np * 16 + (l & 7) + ((l >> 4) << 3), ks * 2 + ((l >> 3) & 1)));
+      ldmatrix_x4(b, swz_addr<COLS>(b_tile, b_row0 + np * 16 + (l & 7) + ((l >> 4) << 3), ks * 2, ((l >> 3) & 1) ^ (l & 7)));
       ElemOps<T>::mma(acc[2 * np], a, b[0], b[1]);
       ElemOps<T>::mma(acc[2 * np + 1], a, b[2], b[3]);
     }
   }
 }
 
-/// acc += A * B[0 .. 16*KS, n_col0 .. n_col0 + 8*NB), A given as KS register fragments.
+/// acc += A * B[k_row0 .. + 16*KS, n_col0 .. n_col0 + 8*NB), A given as KS register fragments.
 template <class T, int NB, int KS, int COLS>
 __device__ __forceinline__ void gemm_rab(float (&acc)[NB][4], const std::uint32_t (&a)[KS][4], std::uint32_t b_tile,
-                                         int n_col0) {
+                                         int k_row0, int n_col0) {
   static_assert(NB % 2 == 0, "B fragments are loaded two n-blocks at a time");
   const int l = lane_id();
 #pragma unroll
@@ -45,7 +46,7 @@ __device__ __forceinline__ void gemm_rab(float (&acc)[NB][4], const std::uint32_
     for (int np = 0; np < NB / 2; ++np) {
       std::uint32_t b[4];
       ldmatrix_x4_trans(
-          b, tile_addr<COLS>(b_tile, ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), (n_col0 >> 3) + np * 2 + (l >> 4)));
+          b, swz_addr<COLS>(b_tile, k_row0 + ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), (n_col0 >> 3) + np * 2, (l >> 4) ^ (l & 7)));
       ElemOps<T>::mma(acc[2 * np], a[ks], b[0], b[1]);
       ElemOps<T>::mma(acc[2 * np + 1], a[ks], b[2], b[3]);
     }
@@ -62,12 +63,12 @@ __device__ __forceinline__ void gemm_tab(float (&acc)[NB][4], std::uint32_t a_ti
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
     std::uint32_t a[4];
-    ldmatrix_x4_trans(a, tile_addr<ACOLS>(a_tile, ks * 16 + (l & 7) + ((l >> 4) << 3), (m_col0 >> 3) + ((l >> 3) & 1)));
+    ldmatrix_x4_trans(a, swz_addr<ACOLS>(a_tile, ks * 16 + (l & 7) + ((l >> 4) << 3), m_col0 >> 3, ((l >> 3) & 1) ^ (l & 7)));
 #pragma unroll
     for (int np = 0; np < NB / 2; ++np) {
       std::uint32_t b[4];
       ldmatrix_x4_trans(
-          b, tile_addr<BCOLS>(b_tile, ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), (n_col0 >> 3) + np * 2 + (l >> 4)));
+          b, swz_addr<BCOLS>(b_tile, ks * 16 + (l & 7) + (((l >> 3) & 1) << 3), (n_col0 >> 3) + np * 2, (l >> 4) ^ (l & 7)));
       ElemOps<T>::mma(acc[2 * np], a, b[0], b[1]);
       ElemOps<T>::mma(acc[2 * np + 1], a, b[2], b[3]);
     }
@@ -84,6 +85,11 @@ __device__ __forceinline__ void acc_to_a(std::uint32_t (&a)[NB / 2][4], const fl
     a[kk][2] = ElemOps<T>::pack(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
     a[kk][3] = ElemOps<T>::pack(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
   }
+}
+
+/// A 64-bit offset relative to a tile, clamped into [-1, 1 << 20] so it fits an int comparison.
+__device__ __forceinline__ std::int64_t clamp_offset(std::int64_t x) {
+  return x < -1 ? -1 : (x > (1 << 20) ? (1 << 20) : x);
 }
 
 template <int NB>
