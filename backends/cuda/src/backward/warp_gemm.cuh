@@ -87,9 +87,9 @@ __device__ __forceinline__ void acc_to_a(std::uint32_t (&a)[NB / 2][4], const fl
   }
 }
 
-/// A 64-bit offset relative to a tile, clamped into [-1, 1 << 20] so it fits an int comparison.
+/// A 64-bit row/key offset clamped into [-1, 2^30] so it fits int comparisons (sequences < 2^30).
 __device__ __forceinline__ std::int64_t clamp_offset(std::int64_t x) {
-  return x < -1 ? -1 : (x > (1 << 20) ? (1 << 20) : x);
+  return x < -1 ? -1 : (x > (1 << 30) ? (1 << 30) : x);
 }
 
 template <int NB>
