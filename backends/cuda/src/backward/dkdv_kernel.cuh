@@ -1,12 +1,15 @@
 #pragma once
-// Main backward kernel (FlashAttention-2 partitioning): one CTA per (batch, kv head, BK keys).
-// K and V stay in shared memory; the CTA walks every query tile (of every query head sharing the
-// kv head, so GQA needs no reduction pass) that sees its keys, with Q/dO/lse/D double-buffered
-// through cp.async. Warp w owns keys [16w, 16w + 16) and works in the transposed orientation:
-//   S^T = K_w Q^T, P^T = exp2(S^T * scale_log2 - lse_log2), dP^T = V_w dO^T, dS^T = P^T (dP^T - D)
-//   dV_w += P^T dO,  dK_w += dS^T Q   (P^T and dS^T feed the mma straight from registers)
-// On the atomic path dS^T also goes through shared memory and the CTA adds dS K into the fp32 dQ
-// accumulator with atomics; the deterministic path leaves dQ to dq_kernel.
+// Main backward kernel (FlashAttention-2 partitioning): one CTA of 8 warps per (batch, kv head,
+// BK = 128 keys). K and V stay in shared memory; the CTA walks every query tile (of every query head
+// sharing the kv head, so GQA needs no reduction pass) that sees its keys, with Q/dO/lse/D
+// double-buffered through cp.async. Per query tile of BQ rows, warp w = (kw = w % 4, half = w / 4):
+//   1. S^T, dP^T for keys [32 kw, +32) x queries [half * BQ/2, +BQ/2)  (K Q^T and V dO^T)
+//   2. P^T = exp2(S^T * scale_log2 - lse_log2), dS^T = P^T (dP^T - D), both to shared memory
+//   3. dV, dK for keys [32 kw, +32) x head dims [half * D/2, +D/2)     (P^T dO and dS^T Q)
+//   4. atomic path: dQ tile [BQ x D] += dS K over a (BQ/32) x (8 / (BQ/32)) warp grid, added into
+//      the fp32 accumulator with atomics; the deterministic path leaves dQ to dq_kernel.
+// Warp tiles of 32 rows let each shared-memory fragment feed two mma, which is what bounds the
+// kernel (its shared-memory traffic, not the Tensor Cores).
 #include <cstdint>
 
 #include "kfa/detail/tile_rules.hpp"
@@ -18,24 +21,29 @@ namespace kfa::cuda::bwd {
 
 template <int D, int BQ, int BK>
 struct DkdvConfig {
-  static constexpr int kWarps = BK / 16;
+  static constexpr int kWarps = 8;
   static constexpr int kThreads = kWarps * 32;
+  static_assert(BK == 128, "four 32-key warp rows");
   static constexpr int kQTileBytes = BQ * D * 2;
   static constexpr int kKTileBytes = BK * D * 2;
-  // layout: K | V | Q[2] | dO[2] | dS^T | lse[2] | D[2]
+  static constexpr int kPTileBytes = BK * BQ * 2;
+  // layout: K | V | Q[2] | dO[2] | P^T | dS^T | lse[2] | D[2]
   static constexpr int kOffK = 0;
   static constexpr int kOffV = kOffK + kKTileBytes;
   static constexpr int kOffQ = kOffV + kKTileBytes;
   static constexpr int kOffDO = kOffQ + 2 * kQTileBytes;
-  static constexpr int kOffDS = kOffDO + 2 * kQTileBytes;
-  static constexpr int kOffLse = kOffDS + BK * BQ * 2;
+  static constexpr int kOffP = kOffDO + 2 * kQTileBytes;
+  static constexpr int kOffDS = kOffP + kPTileBytes;
+  static constexpr int kOffLse = kOffDS + kPTileBytes;
   static constexpr int kOffDsum = kOffLse + 2 * BQ * 4;
   static constexpr int kSmemBytes = kOffDsum + 2 * BQ * 4;
-  // dQ tile [BQ x D] split over the warps: BQ/16 row strips x (kWarps / (BQ/16)) column blocks
-  static constexpr int kDqRowWarps = BQ / 16;
+  static constexpr int kSQ = BQ / 2;  // query columns of a warp's S^T tile
+  static constexpr int kKD = D / 2;   // head dims of a warp's dK/dV tile
+  // dQ tile [BQ x D]: BQ/32 warp rows of 32 queries x the rest of the warps over head dims
+  static constexpr int kDqRowWarps = BQ / 32;
   static constexpr int kDqColWarps = kWarps / kDqRowWarps;
   static constexpr int kDqCols = D / kDqColWarps;
-  static_assert(kWarps % kDqRowWarps == 0 && D % kDqColWarps == 0 && kDqCols % 16 == 0, "dQ warp split");
+  static_assert(kDqCols % 16 == 0 && kSQ % 16 == 0 && kKD % 16 == 0, "warp tile shapes");
 };
 
 /// Adds a pair of neighbouring floats to global memory (one vector atomic where the GPU has it).
@@ -48,19 +56,56 @@ __device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
 #endif
 }
 
-template <class T, int D, int BQ, int BK, int QC, bool kAtomicDq>
+/// Stores an fp32 accumulator tile [16*MT x 8*NB] at (row0, col0) of a swizzled [.][COLS] tile as T.
+template <class T, int MT, int NB, int COLS>
+__device__ __forceinline__ void store_tile(std::uint32_t tile, int row0, int col0, const float (&acc)[MT][NB][4]) {
+  const int l = lane_id(), g = l >> 2, t = l & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      const int r = row0 + mt * 16 + g, c = col0 + 8 * j + 2 * t;
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r, c)),
+                   "r"(ElemOps<T>::pack(acc[mt][j][0], acc[mt][j][1])));
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r + 8, c)),
+                   "r"(ElemOps<T>::pack(acc[mt][j][2], acc[mt][j][3])));
+    }
+}
+
+/// The same for a tile already packed as T pairs (regs 0: row g, 1: row g + 8).
+template <int MT, int NB, int COLS>
+__device__ __forceinline__ void store_packed_tile(std::uint32_t tile, int row0, int col0,
+                                                  const std::uint32_t (&pk)[MT][NB][2]) {
+  const int l = lane_id(), g = l >> 2, t = l & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      const int r = row0 + mt * 16 + g, c = col0 + 8 * j + 2 * t;
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r, c)), "r"(pk[mt][j][0]));
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r + 8, c)), "r"(pk[mt][j][1]));
+    }
+}
+
+template <class T, int D, int BQ, int BK, bool kAtomicDq>
 __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DkdvConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
+  constexpr int SQ = Cfg::kSQ, KD = Cfg::kKD;
   extern __shared__ __align__(128) unsigned char smem[];
   const std::uint32_t s_base = smem_u32(smem);
-  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV, sDS = s_base + Cfg::kOffDS;
+  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV;
+  const std::uint32_t sP = s_base + Cfg::kOffP, sDS = s_base + Cfg::kOffDS;
   const float* s_lse = reinterpret_cast<const float*>(smem + Cfg::kOffLse);
   const float* s_dsum = reinterpret_cast<const float*>(smem + Cfg::kOffDsum);
 
   const auto& shape = p.shape;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
+  const int kw = warp % 4, half = warp / 4;
+  const int key_row0 = kw * 32;   // this warp's keys inside the CTA's block
+  const int q_col0 = half * SQ;   // this warp's query columns of S^T
+  const int d_col0 = half * KD;   // this warp's head dims of dK/dV
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * BK;
   const std::int64_t b = static_cast<std::int64_t>(blockIdx.y) / shape.heads_kv;
   const std::int64_t hk = static_cast<std::int64_t>(blockIdx.y) % shape.heads_kv;
@@ -95,26 +140,28 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     cp_async_commit();
   }
 
-  float dk[D / 8][4], dv[D / 8][4];
+  float dk[2][KD / 8][4], dv[2][KD / 8][4];
   zero(dk);
   zero(dv);
-  const int key_row0 = warp * 16;  // this warp's keys inside the CTA's block
-  // The query rows that see each of this thread's two keys (g and g + 8); keys past seqlen_k see none.
-  // Kept as 32-bit offsets from the first tile's row so they cost two registers each.
-  int seen_lo[2], seen_hi[2];
+  // The query rows that see each of this thread's four S^T keys (m-tile mt, +8 or not), as 32-bit
+  // offsets from the first tile's row (sequences < 2^30); keys past seqlen_k see none.
+  int seen_lo[2][2], seen_hi[2][2];
 #pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const std::int64_t key = n0 + key_row0 + g + 8 * hi;
-    const kfa::detail::VisibleRange r = key < shape.seqlen_k ? kfa::detail::visible_queries(key, key + 1, shape, p.score)
-                                                             : kfa::detail::VisibleRange{0, 0};
-    seen_lo[hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BQ));
-    seen_hi[hi] = static_cast<int>(clamp_offset(r.end - tile0 * BQ));
-  }
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi) {
+      const std::int64_t key = n0 + key_row0 + mt * 16 + g + 8 * hi;
+      const kfa::detail::VisibleRange r = key < shape.seqlen_k
+                                              ? kfa::detail::visible_queries(key, key + 1, shape, p.score)
+                                              : kfa::detail::VisibleRange{0, 0};
+      seen_lo[mt][hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BQ));
+      seen_hi[mt][hi] = static_cast<int>(clamp_offset(r.end - tile0 * BQ));
+    }
 
   for (std::int64_t it = 0; it < steps; ++it) {
     const int buf = static_cast<int>(it & 1);
     cp_async_wait<0>();
-    __syncthreads();  // step `it` landed; everyone is done with the other buffer and with dS^T
+    __syncthreads();  // step `it` landed; everyone is done with the other buffer, P^T and dS^T
     if (it + 1 < steps) {
       load_step(it + 1, buf ^ 1);
       cp_async_commit();
@@ -126,92 +173,92 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const float* lse = s_lse + buf * BQ;
     const float* dsum = s_dsum + buf * BQ;
 
-    const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
-    int col_lo[2], col_hi[2];  // visible query columns of this tile, per key row, as tile offsets
-    const int tile_off = static_cast<int>(it % ntiles) * BQ;
-#pragma unroll
-    for (int hi = 0; hi < 2; ++hi) {
-      col_lo[hi] = seen_lo[hi] - tile_off;
-      col_hi[hi] = seen_hi[hi] - tile_off;
-    }
-    // The tile's query columns in chunks of QC, which bounds the registers the S^T / dP^T strips take.
-#pragma unroll
-    for (int c0 = 0; c0 < BQ; c0 += QC) {
-      float s[QC / 8][4];
+    {
+      float s[2][SQ / 8][4];
       zero(s);
-      gemm_abt<T, QC / 8, D / 16, D>(s, sK, key_row0, sQ, c0);
-      // P^T; element (key row, query col). Padded rows have lse +inf and come out 0 without masks.
+      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
+      // P^T; element (key row, query col). Padded query rows have lse +inf and come out 0 unmasked.
+      const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
+      const int tile_off = static_cast<int>(it % ntiles) * BQ;
 #pragma unroll
-      for (int j = 0; j < QC / 8; ++j)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = c0 + 8 * j + 2 * t + (e & 1);
-          float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse[col]));
-          if (!full && (col < col_lo[e >> 1] || col >= col_hi[e >> 1])) pv = 0.0f;
-          s[j][e] = pv;
+        for (int j = 0; j < SQ / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = q_col0 + 8 * j + 2 * t + (e & 1);
+            float pv = exp2f(fmaf(s[mt][j][e], p.scale_log2, -lse[col]));
+            const int rel = col + tile_off;
+            if (!full && (rel < seen_lo[mt][e >> 1] || rel >= seen_hi[mt][e >> 1])) pv = 0.0f;
+            s[mt][j][e] = pv;
+          }
+      // P^T is kept as T pairs from here on (half the registers); dS uses the same rounded P
+      // that dV sees, as a plain backward in the input precision does.
+      std::uint32_t pk[2][SQ / 8][2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int j = 0; j < SQ / 8; ++j) {
+          pk[mt][j][0] = ElemOps<T>::pack(s[mt][j][0], s[mt][j][1]);
+          pk[mt][j][1] = ElemOps<T>::pack(s[mt][j][2], s[mt][j][3]);
         }
-      float dp[QC / 8][4];
+      store_packed_tile<2, SQ / 8, BQ>(sP, key_row0, q_col0, pk);
+      float dp[2][SQ / 8][4];
       zero(dp);
-      gemm_abt<T, QC / 8, D / 16, D>(dp, sV, key_row0, sDO, c0);
-      {
-        std::uint32_t pa[QC / 16][4];
-        acc_to_a<T, QC / 8>(pa, s);
-        gemm_rab<T, D / 8, QC / 16, D>(dv, pa, sDO, c0, 0);
-      }
+      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(dp, sV, key_row0, sDO, q_col0);
 #pragma unroll
-      for (int j = 0; j < QC / 8; ++j)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum[c0 + 8 * j + 2 * t + (e & 1)]);
-      std::uint32_t dsa[QC / 16][4];
-      acc_to_a<T, QC / 8>(dsa, dp);
-      gemm_rab<T, D / 8, QC / 16, D>(dk, dsa, sQ, c0, 0);
-      if constexpr (kAtomicDq) {
-        // dS^T to shared memory: A fragment kk holds columns 16kk.. (regs 0/2: row g, 1/3: row g+8).
+        for (int j = 0; j < SQ / 8; ++j)
 #pragma unroll
-        for (int kk = 0; kk < QC / 16; ++kk) {
-          const int r = key_row0 + g, c = c0 + 16 * kk + 2 * t;
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c)), "r"(dsa[kk][0]));
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c)), "r"(dsa[kk][1]));
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r, c + 8)), "r"(dsa[kk][2]));
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<BQ>(sDS, r + 8, c + 8)), "r"(dsa[kk][3]));
-        }
-      }
+          for (int e = 0; e < 4; ++e) {
+            const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
+            dp[mt][j][e] = pv * (dp[mt][j][e] - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
+          }
+      store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
     }
+    __syncthreads();  // P^T and dS^T complete
+
+    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dv, sP, key_row0, sDO, d_col0);
+    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dk, sDS, key_row0, sQ, d_col0);
 
     if constexpr (kAtomicDq) {
-      __syncthreads();
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
-      float dq[Cfg::kDqCols / 8][4];
+      float dq[2][Cfg::kDqCols / 8][4];
       zero(dq);
-      gemm_tab<T, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 16, sK, wd * Cfg::kDqCols);
-      const std::int64_t row = m0 + wq * 16 + g;
-      float* acc = p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols + 2 * t;
-      const bool lo_ok = row < shape.seqlen_q, hi_ok = row + 8 < shape.seqlen_q;
+      gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
 #pragma unroll
-      for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
-        if (lo_ok) atomic_add2(acc + 8 * j, dq[j][0], dq[j][1]);
-        if (hi_ok) atomic_add2(acc + 8 * D + 8 * j, dq[j][2], dq[j][3]);
+      for (int mt = 0; mt < 2; ++mt) {
+        const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
+        float* acc = p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols + 2 * t;
+        const bool lo_ok = row < shape.seqlen_q, hi_ok = row + 8 < shape.seqlen_q;
+#pragma unroll
+        for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
+          if (lo_ok) atomic_add2(acc + 8 * j, dq[mt][j][0], dq[mt][j][1]);
+          if (hi_ok) atomic_add2(acc + 8 * D + 8 * j, dq[mt][j][2], dq[mt][j][3]);
+        }
       }
     }
   }
 
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
   // Epilogue: dK = scale * dS^T Q, dV as accumulated; rows past seqlen_k are not written.
-  const std::int64_t key = n0 + key_row0 + g;
-  T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + hk * p.dk.stride_h + 2 * t;
-  T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + hk * p.dv.stride_h + 2 * t;
+  T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + hk * p.dk.stride_h + d_col0 + 2 * t;
+  T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + hk * p.dv.stride_h + d_col0 + 2 * t;
 #pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const std::int64_t r = key + 8 * hi;
-    if (r >= shape.seqlen_k) continue;
+  for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      *reinterpret_cast<std::uint32_t*>(gk + r * p.dk.stride_s + 8 * j) =
-          ElemOps<T>::pack(dk[j][2 * hi] * p.scale, dk[j][2 * hi + 1] * p.scale);
-      *reinterpret_cast<std::uint32_t*>(gv + r * p.dv.stride_s + 8 * j) =
-          ElemOps<T>::pack(dv[j][2 * hi], dv[j][2 * hi + 1]);
+    for (int hi = 0; hi < 2; ++hi) {
+      const std::int64_t r = n0 + key_row0 + mt * 16 + g + 8 * hi;
+      if (r >= shape.seqlen_k) continue;
+#pragma unroll
+      for (int j = 0; j < KD / 8; ++j) {
+        *reinterpret_cast<std::uint32_t*>(gk + r * p.dk.stride_s + 8 * j) =
+            ElemOps<T>::pack(dk[mt][j][2 * hi] * p.scale, dk[mt][j][2 * hi + 1] * p.scale);
+        *reinterpret_cast<std::uint32_t*>(gv + r * p.dv.stride_s + 8 * j) =
+            ElemOps<T>::pack(dv[mt][j][2 * hi], dv[mt][j][2 * hi + 1]);
+      }
     }
-  }
 }
 
 }  // namespace kfa::cuda::bwd

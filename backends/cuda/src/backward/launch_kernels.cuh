@@ -8,23 +8,22 @@
 #include <string>
 
 #include "dkdv_kernel.cuh"
+#include "dkdv_strip_kernel.cuh"
 #include "dq_kernel.cuh"
 #include "params.cuh"
 
 namespace kfa::cuda::bwd {
 
-/// Tile shapes per head_dim: BK keys per dK/dV CTA (16 per warp), BQ query rows per step.
-/// QC / KC: query / key columns per register strip (smaller for the wide head_dim, whose dK/dV
-/// or dQ accumulators already take half the register file).
-/// KFA_CUDA_BWD_STRIP_D128 overrides both strips for head_dim 128 (a tuning knob for benchmarks).
-#ifndef KFA_CUDA_BWD_STRIP_D128
-#define KFA_CUDA_BWD_STRIP_D128 32
+/// Tile shapes per head_dim: BK keys per dK/dV CTA, BQ query rows per step; the dQ kernel's
+/// KC is its key columns per register strip (smaller for the wide head_dim, whose dQ accumulator
+/// already takes a quarter of the register file). KFA_CUDA_BWD_BQ_D64 is a tuning knob.
+#ifndef KFA_CUDA_BWD_BQ_D64
+#define KFA_CUDA_BWD_BQ_D64 64
 #endif
 template <int D>
 struct Tiles {
-  static constexpr int kStrip = D >= 128 ? KFA_CUDA_BWD_STRIP_D128 : 64;
-  static constexpr int kDkdvBQ = 64, kDkdvBK = 128, kDkdvQC = kStrip;
-  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = kStrip;
+  static constexpr int kDkdvBQ = D <= 64 ? KFA_CUDA_BWD_BQ_D64 : 64, kDkdvBK = 128;
+  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = D >= 128 ? 32 : 64;
 };
 
 inline void check_launch(const char* what) {
@@ -36,21 +35,28 @@ template <class T, int D>
 void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t stream) {
   using Tl = Tiles<D>;
   const auto& s = p.shape;
+#ifdef KFA_CUDA_BWD_USE_STRIP
+  {  // earlier kernel, for comparison
+    constexpr int QC = D >= 128 ? 32 : 64;
+    using Cfg = DkdvStripConfig<D, 64, 128>;
+    const dim3 grid(static_cast<unsigned>((s.seqlen_k + 127) / 128), static_cast<unsigned>(s.batch * s.heads_kv));
+    auto* kernel = deterministic ? dkdv_strip_kernel<T, D, 64, 128, QC, false> : dkdv_strip_kernel<T, D, 64, 128, QC, true>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    check_launch("dK/dV kernel");
+  }
+#else
   {
     using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
                     static_cast<unsigned>(s.batch * s.heads_kv));
-    if (deterministic) {
-      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, Tl::kDkdvQC, false>;
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-      kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-    } else {
-      auto* kernel = dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, Tl::kDkdvQC, true>;
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-      kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-    }
+    auto* kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                                 : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
   }
+#endif
   if (deterministic) {
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),

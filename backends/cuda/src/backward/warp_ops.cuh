@@ -47,6 +47,10 @@ struct ElemOps<__nv_bfloat16> {
     return *reinterpret_cast<std::uint32_t*>(&v);
   }
   __device__ __forceinline__ static float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+  /// Element `hi` (0: low, 1: high) of a packed pair, as float.
+  __device__ __forceinline__ static float unpack(std::uint32_t v, int hi) {
+    return __uint_as_float(hi ? (v & 0xffff0000u) : (v << 16));
+  }
   __device__ __forceinline__ static void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
                                              std::uint32_t b1) {
     asm volatile(
@@ -64,6 +68,9 @@ struct ElemOps<__half> {
     return *reinterpret_cast<std::uint32_t*>(&v);
   }
   __device__ __forceinline__ static float to_float(__half x) { return __half2float(x); }
+  __device__ __forceinline__ static float unpack(std::uint32_t v, int hi) {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(hi ? v >> 16 : v & 0xffffu)));
+  }
   __device__ __forceinline__ static void mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
                                              std::uint32_t b1) {
     asm volatile(
