@@ -3,6 +3,7 @@
 //                        tolerance rule (error <= 2 x error of a plain unfused backward in the input
 //                        precision + eps), NaN-poisoned outputs, deterministic mode bitwise stable.
 //   bwd_check --quick    a few small cases (for compute-sanitizer)
+//   bwd_check --profile D CAUSAL SEQLEN DET   one configuration, once after warm-up (for ncu)
 //   bwd_check --bench    FlashAttention-2 paper setup (bf16, batch*seqlen = 16k, hidden 2048),
 //                        median of cudaEvent-timed runs, TFLOP/s with bwd FLOPs = 2.5 x 4*B*H*N*N*d
 //                        (halved when causal).
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -430,7 +432,8 @@ __global__ void fill_const(float* x, std::size_t n, float v) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) x[i] = v;
 }
 
-int run_bench() {
+// One configuration of the benchmark, run `reps` times (for a profiler): d, causal, seqlen, deterministic.
+int run_bench(int only_d = 0, int only_causal = -1, std::int64_t only_n = 0, int only_det = -1, int reps = 15) {
   struct Anchor {
     int d;
     bool causal;
@@ -441,6 +444,7 @@ int run_bench() {
   for (int d : {64, 128})
     for (bool causal : {false, true})
       for (std::int64_t N : {1024, 2048, 4096, 8192, 16384}) {
+        if ((only_d && d != only_d) || (only_causal >= 0 && int(causal) != only_causal) || (only_n && N != only_n)) continue;
         const std::int64_t B = 16384 / N, H = 2048 / d;
         const std::size_t n = std::size_t(B) * N * H * d;
         __nv_bfloat16 *q, *k, *v, *o, *go, *dq, *dk, *dv;
@@ -461,8 +465,9 @@ int run_bench() {
         a.lse = Tensor3{lse, H * N, N, 1};
         a.score.scale = 1.0 / std::sqrt(double(d));
         a.score.window_right = causal ? 0 : -1;
-        double ms[2];
+        double ms[2] = {0, 0};
         for (int det = 0; det < 2; ++det) {
+          if (only_det >= 0 && det != only_det) continue;
           a.deterministic = det == 1;
           void* ws;
           CHECK_CUDA(cudaMalloc(&ws, kfa::cuda::backward_workspace_bytes(a.shape, a.deterministic)));
@@ -471,7 +476,7 @@ int run_bench() {
           cudaEventCreate(&e0), cudaEventCreate(&e1);
           for (int w = 0; w < 3; ++w) kfa::cuda::backward(a, nullptr);
           std::vector<float> times;
-          for (int r = 0; r < 15; ++r) {
+          for (int r = 0; r < reps; ++r) {
             cudaEventRecord(e0);
             kfa::cuda::backward(a, nullptr);
             cudaEventRecord(e1);
@@ -500,5 +505,7 @@ int run_bench() {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return run_bench();
+  if (argc > 5 && std::strcmp(argv[1], "--profile") == 0)  // --profile d causal seqlen det
+    return run_bench(std::atoi(argv[2]), std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]), 1);
   return run_checks(argc > 1 && std::strcmp(argv[1], "--quick") == 0);
 }

@@ -3,7 +3,7 @@
 // BK = 128 keys). K and V stay in shared memory; the CTA walks every query tile (of every query head
 // sharing the kv head, so GQA needs no reduction pass) that sees its keys, with Q/dO/lse/D
 // double-buffered through cp.async. Per query tile of BQ rows, warp w = (kw = w % 4, half = w / 4):
-//   1. S^T, dP^T for keys [32 kw, +32) x queries [half * BQ/2, +BQ/2)  (K Q^T and V dO^T)
+//   1. S^T, dP^T for keys [32 kw, +32) x queries [64 pass + 32 half, +32)  (K Q^T and V dO^T)
 //   2. P^T = exp2(S^T * scale_log2 - lse_log2), dS^T = P^T (dP^T - D), both to shared memory
 //   3. dV, dK for keys [32 kw, +32) x head dims [half * D/2, +D/2)     (P^T dO and dS^T Q)
 //   4. atomic path: dQ tile [BQ x D] += dS K over a (BQ/32) x (8 / (BQ/32)) warp grid, added into
@@ -37,7 +37,7 @@ struct DkdvConfig {
   static constexpr int kOffLse = kOffDS + kPTileBytes;
   static constexpr int kOffDsum = kOffLse + 2 * BQ * 4;
   static constexpr int kSmemBytes = kOffDsum + 2 * BQ * 4;
-  static constexpr int kSQ = BQ / 2;  // query columns of a warp's S^T tile
+  static constexpr int kSQ = 32;  // query columns of a warp's S^T tile; BQ / 64 passes cover the tile
   static constexpr int kKD = D / 2;   // head dims of a warp's dK/dV tile
   // dQ tile [BQ x D]: BQ/32 warp rows of 32 queries x the rest of the warps over head dims
   static constexpr int kDqRowWarps = BQ / 32;
@@ -104,7 +104,6 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   const int g = lane >> 2, t = lane & 3;
   const int kw = warp % 4, half = warp / 4;
   const int key_row0 = kw * 32;   // this warp's keys inside the CTA's block
-  const int q_col0 = half * SQ;   // this warp's query columns of S^T
   const int d_col0 = half * KD;   // this warp's head dims of dK/dV
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * BK;
   const std::int64_t b = static_cast<std::int64_t>(blockIdx.y) / shape.heads_kv;
@@ -173,13 +172,15 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const float* lse = s_lse + buf * BQ;
     const float* dsum = s_dsum + buf * BQ;
 
-    {
+    const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
+    const int tile_off = static_cast<int>(it % ntiles) * BQ;
+#pragma unroll
+    for (int pass = 0; pass < BQ / 64; ++pass) {
+      const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
       float s[2][SQ / 8][4];
       zero(s);
       gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
       // P^T; element (key row, query col). Padded query rows have lse +inf and come out 0 unmasked.
-      const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
-      const int tile_off = static_cast<int>(it % ntiles) * BQ;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll

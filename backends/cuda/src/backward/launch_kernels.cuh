@@ -18,7 +18,7 @@ namespace kfa::cuda::bwd {
 /// KC is its key columns per register strip (smaller for the wide head_dim, whose dQ accumulator
 /// already takes a quarter of the register file). KFA_CUDA_BWD_BQ_D64 is a tuning knob.
 #ifndef KFA_CUDA_BWD_BQ_D64
-#define KFA_CUDA_BWD_BQ_D64 64
+#define KFA_CUDA_BWD_BQ_D64 128
 #endif
 template <int D>
 struct Tiles {
