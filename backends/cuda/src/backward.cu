@@ -102,6 +102,9 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.scale = static_cast<float>(a.score.scale);
   p.scale_log2 = static_cast<float>(a.score.scale * 1.4426950408889634);
   p.rows_pad = padded_rows(a.shape);
+  const auto bound = [](std::int64_t w) { return w < 0 || w > bwd::kWindowUnbounded ? bwd::kWindowUnbounded : w; };
+  p.win_lo = static_cast<int>(-bound(a.score.window_left));
+  p.win_hi = static_cast<int>(bound(a.score.window_right));
   auto* base = static_cast<unsigned char*>(ws);
   p.lse_log2 = reinterpret_cast<float*>(base + w.lse_off);
   p.dsum = reinterpret_cast<float*>(base + w.dsum_off);

@@ -116,16 +116,17 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   const std::int64_t ntiles = rows.begin < rows.end ? (rows.end + BQ - 1) / BQ - tile0 : 0;
   const std::int64_t steps = group * ntiles;
 
-  // Issues the loads of step `it` (query head, query tile) into buffer `buf`.
-  auto load_step = [&](std::int64_t it, int buf) {
-    const std::int64_t h = hk * group + it / ntiles;
-    const std::int64_t m0 = (tile0 + it % ntiles) * BQ;
-    const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + h * p.q.stride_h;
-    const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, m0, shape.seqlen_q);
+  // Steps walk (query head, query tile) pairs, tiles fastest; kept incrementally (no 64-bit division).
+  const std::int64_t m_first = tile0 * BQ, m_last = (tile0 + ntiles - 1) * BQ;
+  std::int64_t h = hk * group, m0 = m_first;  // the current step
+  // Issues the loads of step (h, m0) into buffer `buf`.
+  auto load_step = [&](std::int64_t step_h, std::int64_t step_m0, int buf) {
+    const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + step_h * p.q.stride_h;
+    const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + step_h * p.dout.stride_h;
+    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, shape.seqlen_q);
     load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, m0,
                                   shape.seqlen_q);
-    const std::int64_t r = row_index(p, b, h, m0);
+    const std::int64_t r = row_index(p, b, step_h, step_m0);
     load_floats_async<BQ, NT>(s_base + Cfg::kOffLse + buf * BQ * 4, p.lse_log2 + r);
     load_floats_async<BQ, NT>(s_base + Cfg::kOffDsum + buf * BQ * 4, p.dsum + r);
   };
@@ -135,45 +136,34 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + hk * p.v.stride_h;
     load_rows_async<T, BK, D, NT>(sK, k, p.k.stride_s, n0, shape.seqlen_k);
     load_rows_async<T, BK, D, NT>(sV, v, p.v.stride_s, n0, shape.seqlen_k);
-    if (steps > 0) load_step(0, 0);
+    if (steps > 0) load_step(h, m0, 0);
     cp_async_commit();
   }
 
   float dk[2][KD / 8][4], dv[2][KD / 8][4];
   zero(dk);
   zero(dv);
-  // The query rows that see each of this thread's four S^T keys (m-tile mt, +8 or not), as 32-bit
-  // offsets from the first tile's row (sequences < 2^30); keys past seqlen_k see none.
-  int seen_lo[2][2], seen_hi[2][2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int hi = 0; hi < 2; ++hi) {
-      const std::int64_t key = n0 + key_row0 + mt * 16 + g + 8 * hi;
-      const kfa::detail::VisibleRange r = key < shape.seqlen_k
-                                              ? kfa::detail::visible_queries(key, key + 1, shape, p.score)
-                                              : kfa::detail::VisibleRange{0, 0};
-      seen_lo[mt][hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BQ));
-      seen_hi[mt][hi] = static_cast<int>(clamp_offset(r.end - tile0 * BQ));
-    }
+  // Keys of this warp at or past seqlen_k (zero-filled) must not contribute: local key rows >= kmax.
+  const int kmax = clamp_diag(shape.seqlen_k - n0 - key_row0);
+  const std::int64_t shift = shape.seqlen_k - shape.seqlen_q;
 
   for (std::int64_t it = 0; it < steps; ++it) {
     const int buf = static_cast<int>(it & 1);
     cp_async_wait<0>();
     __syncthreads();  // step `it` landed; everyone is done with the other buffer, P^T and dS^T
+    const std::int64_t h_next = m0 == m_last ? h + 1 : h;
+    const std::int64_t m_next = m0 == m_last ? m_first : m0 + BQ;
     if (it + 1 < steps) {
-      load_step(it + 1, buf ^ 1);
+      load_step(h_next, m_next, buf ^ 1);
       cp_async_commit();
     }
-    const std::int64_t h = hk * group + it / ntiles;
-    const std::int64_t m0 = (tile0 + it % ntiles) * BQ;
     const std::uint32_t sQ = s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes;
     const std::uint32_t sDO = s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes;
     const float* lse = s_lse + buf * BQ;
     const float* dsum = s_dsum + buf * BQ;
 
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
-    const int tile_off = static_cast<int>(it % ntiles) * BQ;
+    const int diag = clamp_diag(n0 + key_row0 - m0 - shift);  // (key - query - shift) at local (0, 0)
 #pragma unroll
     for (int pass = 0; pass < BQ / 64; ++pass) {
       const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
@@ -188,9 +178,12 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int col = q_col0 + 8 * j + 2 * t + (e & 1);
-            float pv = exp2f(fmaf(s[mt][j][e], p.scale_log2, -lse[col]));
-            const int rel = col + tile_off;
-            if (!full && (rel < seen_lo[mt][e >> 1] || rel >= seen_hi[mt][e >> 1])) pv = 0.0f;
+            float pv = fast_exp2(fmaf(s[mt][j][e], p.scale_log2, -lse[col]));  // pairs: one 8-byte load
+            if (!full) {
+              const int krow = mt * 16 + g + 8 * (e >> 1);
+              const int diff = diag + krow - col;  // key - query - shift
+              if (diff < p.win_lo || diff > p.win_hi || krow >= kmax) pv = 0.0f;
+            }
             s[mt][j][e] = pv;
           }
       // P^T is kept as T pairs from here on (half the registers); dS uses the same rounded P
@@ -240,6 +233,8 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
         }
       }
     }
+    h = h_next;
+    m0 = m_next;
   }
 
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)

@@ -76,14 +76,7 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
   zero(dq);
   const int row0 = warp * 16;
   float lse_r[2] = {0, 0}, dsum_r[2] = {0, 0};
-  // Keys seen by this thread's two rows (g and g + 8), as 32-bit offsets from the first key tile.
-  int sees_lo[2], sees_hi[2];
-#pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const kfa::detail::VisibleRange r = kfa::detail::visible_keys(m0 + row0 + g + 8 * hi, shape, p.score);
-    sees_lo[hi] = static_cast<int>(clamp_offset(r.begin - tile0 * BK));
-    sees_hi[hi] = static_cast<int>(clamp_offset(r.end - tile0 * BK));
-  }
+  const std::int64_t shift = shape.seqlen_k - shape.seqlen_q;
 
   for (std::int64_t it = 0; it < ntiles; ++it) {
     const int buf = static_cast<int>(it & 1);
@@ -104,12 +97,8 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
     const std::uint32_t sV = s_base + Cfg::kOffV + buf * Cfg::kKTileBytes;
 
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
-    int col_lo[2], col_hi[2];  // visible key columns of this tile, per row, as tile offsets
-#pragma unroll
-    for (int hi = 0; hi < 2; ++hi) {
-      col_lo[hi] = sees_lo[hi] - static_cast<int>(it) * BK;
-      col_hi[hi] = sees_hi[hi] - static_cast<int>(it) * BK;
-    }
+    const int diag = clamp_diag(n0 - m0 - row0 - shift);  // (key - query - shift) at local (0, 0)
+    const int kmax = clamp_diag(shape.seqlen_k - n0);      // local keys >= kmax are past seqlen_k
     // The tile's keys in chunks of KC, which bounds the registers the S / dP strips take.
 #pragma unroll
     for (int c0 = 0; c0 < BK; c0 += KC) {
@@ -121,8 +110,11 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = c0 + 8 * j + 2 * t + (e & 1);
-          float pv = exp2f(fmaf(s[j][e], p.scale_log2, -lse_r[e >> 1]));
-          if (!full && (col < col_lo[e >> 1] || col >= col_hi[e >> 1])) pv = 0.0f;
+          float pv = fast_exp2(fmaf(s[j][e], p.scale_log2, -lse_r[e >> 1]));
+          if (!full) {
+            const int diff = diag + col - (g + 8 * (e >> 1));
+            if (diff < p.win_lo || diff > p.win_hi || col >= kmax) pv = 0.0f;
+          }
           s[j][e] = pv;
         }
       float dp[KC / 8][4];

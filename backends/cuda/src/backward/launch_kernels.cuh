@@ -8,7 +8,6 @@
 #include <string>
 
 #include "dkdv_kernel.cuh"
-#include "dkdv_strip_kernel.cuh"
 #include "dq_kernel.cuh"
 #include "params.cuh"
 
@@ -35,17 +34,6 @@ template <class T, int D>
 void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t stream) {
   using Tl = Tiles<D>;
   const auto& s = p.shape;
-#ifdef KFA_CUDA_BWD_USE_STRIP
-  {  // earlier kernel, for comparison
-    constexpr int QC = D >= 128 ? 32 : 64;
-    using Cfg = DkdvStripConfig<D, 64, 128>;
-    const dim3 grid(static_cast<unsigned>((s.seqlen_k + 127) / 128), static_cast<unsigned>(s.batch * s.heads_kv));
-    auto* kernel = deterministic ? dkdv_strip_kernel<T, D, 64, 128, QC, false> : dkdv_strip_kernel<T, D, 64, 128, QC, true>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-    check_launch("dK/dV kernel");
-  }
-#else
   {
     using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
@@ -56,7 +44,6 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
   }
-#endif
   if (deterministic) {
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),

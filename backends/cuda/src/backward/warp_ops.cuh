@@ -36,6 +36,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
                : "r"(addr));
 }
 
+/// 2^x on the special-function unit; -inf gives +0 (masked or fully masked rows).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 /// The element types differ only in the mma variant and in how two floats are packed.
 template <class T>
 struct ElemOps;
