@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + step_h * p.q.stride_h;
     const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + step_h * p.dout.stride_h;
     load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, shape.seqlen_q);
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, m0,
+    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0,
                                   shape.seqlen_q);
     const std::int64_t r = row_index(p, b, step_h, step_m0);
     load_floats_async<BQ, NT>(s_base + Cfg::kOffLse + buf * BQ * 4, p.lse_log2 + r);
