@@ -7,8 +7,7 @@
 //   2. P^T = exp2(S^T * scale_log2 - lse_log2), dS^T = P^T (dP^T - D), both to shared memory
 //   3. dV, dK for keys [32 kw, +32) x head dims [half * D/2, +D/2)     (P^T dO and dS^T Q)
 //   4. atomic path: dQ tile [BQ x D] += dS K over a (BQ/32) x (8 / (BQ/32)) warp grid, added into
-//      the fp32 accumulator by bulk asynchronous reductions (whole rows, not per-element atomics;
-//      the order of additions still varies); the deterministic path leaves dQ to dq_kernel.
+//      the fp32 accumulator with atomics; the deterministic path leaves dQ to dq_kernel.
 // Warp tiles of 32 rows let each shared-memory fragment feed two mma, which is what bounds the
 // kernel (its shared-memory traffic, not the Tensor Cores).
 #include <cstdint>
@@ -38,11 +37,6 @@ struct DkdvConfig {
   static constexpr int kOffLse = kOffDS + kPTileBytes;
   static constexpr int kOffDsum = kOffLse + 2 * BQ * 4;
   static constexpr int kSmemBytes = kOffDsum + 2 * BQ * 4;
-  // atomic path only: the fp32 dQ tile staged for bulk reduction, rows padded by 8 floats so the
-  // accumulator stores are conflict-free
-  static constexpr int kDqStride = D + 8;
-  static constexpr int kOffDq = kSmemBytes;
-  static constexpr int kSmemBytesAtomic = kOffDq + BQ * kDqStride * 4;
   static constexpr int kSQ = 32;  // query columns of a warp's S^T tile; BQ / 64 passes cover the tile
   static constexpr int kKD = D / 2;   // head dims of a warp's dK/dV tile
   // dQ tile [BQ x D]: BQ/32 warp rows of 32 queries x the rest of the warps over head dims
@@ -51,6 +45,16 @@ struct DkdvConfig {
   static constexpr int kDqCols = D / kDqColWarps;
   static_assert(kDqCols % 16 == 0 && kSQ % 16 == 0 && kKD % 16 == 0, "warp tile shapes");
 };
+
+/// Adds a pair of neighbouring floats to global memory (one vector atomic where the GPU has it).
+__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
 
 /// Stores an fp32 accumulator tile [16*MT x 8*NB] at (row0, col0) of a swizzled [.][COLS] tile as T.
 template <class T, int MT, int NB, int COLS>
@@ -217,34 +221,23 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
       float dq[2][Cfg::kDqCols / 8][4];
       zero(dq);
       gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
-      // Each warp stages its [32 x kDqCols] dQ block and adds it to the fp32 accumulator with one
-      // bulk reduction per row (lane i: row i); only the warp itself touches its block.
-      const std::uint32_t block = s_base + Cfg::kOffDq + ((wq * 32) * Cfg::kDqStride + wd * Cfg::kDqCols) * 4;
-      bulk_wait_read();  // the previous step's reductions have read the block
-      __syncwarp();
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt) {
+        const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
+        float* acc = p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols + 2 * t;
+        const bool lo_ok = row < shape.seqlen_q, hi_ok = row + 8 < shape.seqlen_q;
 #pragma unroll
         for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
-          const std::uint32_t a = block + ((mt * 16 + g) * Cfg::kDqStride + 8 * j + 2 * t) * 4;
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[mt][j][0]), "f"(dq[mt][j][1]));
-          asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a + 8 * Cfg::kDqStride * 4), "f"(dq[mt][j][2]),
-                       "f"(dq[mt][j][3]));
+          if (lo_ok) atomic_add2(acc + 8 * j, dq[mt][j][0], dq[mt][j][1]);
+          if (hi_ok) atomic_add2(acc + 8 * D + 8 * j, dq[mt][j][2], dq[mt][j][3]);
         }
-      fence_proxy_async_shared();
-      __syncwarp();
-      const std::int64_t row = m0 + wq * 32 + lane;
-      if (row < shape.seqlen_q)
-        bulk_reduce_add_f32(p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols,
-                            block + lane * Cfg::kDqStride * 4, Cfg::kDqCols * 4);
-      bulk_commit();
+      }
     }
     h = h_next;
     m0 = m_next;
   }
 
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
-  if constexpr (kAtomicDq) bulk_wait_all();
   // Epilogue: dK = scale * dS^T Q, dV as accumulated; rows past seqlen_k are not written.
   T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + hk * p.dk.stride_h + d_col0 + 2 * t;
   T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + hk * p.dv.stride_h + d_col0 + 2 * t;

@@ -40,9 +40,8 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t
                     static_cast<unsigned>(s.batch * s.heads_kv));
     auto* kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
                                  : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
-    const int smem = deterministic ? Cfg::kSmemBytes : Cfg::kSmemBytesAtomic;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    kernel<<<grid, Cfg::kThreads, smem, stream>>>(p);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
   }
   if (deterministic) {
