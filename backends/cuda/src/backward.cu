@@ -1,5 +1,5 @@
 // Native CUDA backward: what it supports, its workspace, and the launch sequence
-//   preprocess (D = rowsum(dO*O), lse in log2 units, zeroed dQ accumulator)
+//   preprocess (D = rowsum(dO*O), zeroed dQ accumulator)
 //   -> dK/dV kernel (+ atomic dQ)  or  dK/dV kernel + deterministic dQ kernel
 //   -> dQ conversion (atomic path only).
 #include <cuda_runtime.h>
@@ -26,23 +26,22 @@ constexpr std::size_t kAlign = 256;
 
 std::size_t round_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
 
-std::int64_t padded_rows(const Shape& s) { return (s.seqlen_q + bwd::kRowPad - 1) / bwd::kRowPad * bwd::kRowPad; }
-
 bool aligned16(const Tensor4& t) {
   return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
          t.stride_h % 8 == 0;
 }
 
+// The same layout as kfa::detail::backward_workspace_layout (without ALiBi slopes, which this
+// backend does not take): D at offset 0, then the fp32 dQ accumulator unless deterministic.
 struct WorkspaceLayout {
-  std::size_t lse_off = 0, dsum_off = 0, dq_off = 0, total = 0;
+  std::size_t dsum_off = 0, dq_off = 0, total = 0;
 };
 
 WorkspaceLayout workspace_layout(const Shape& s, bool deterministic) {
-  const std::size_t rows = static_cast<std::size_t>(s.batch * s.heads * padded_rows(s));
+  const std::size_t rows = static_cast<std::size_t>(s.batch * s.heads * s.seqlen_q);
   WorkspaceLayout w;
-  w.lse_off = 0;
-  w.dsum_off = round_up(rows * sizeof(float), kAlign);
-  w.dq_off = w.dsum_off + round_up(rows * sizeof(float), kAlign);
+  w.dsum_off = 0;
+  w.dq_off = round_up(rows * sizeof(float), kAlign);
   w.total = w.dq_off + (deterministic ? 0 : round_up(rows * static_cast<std::size_t>(s.head_dim) * sizeof(float), kAlign));
   return w;
 }
@@ -55,7 +54,7 @@ template <class T>
 void run_typed(const bwd::KernelParams& p, bool deterministic, cudaStream_t stream) {
   const auto& s = p.shape;
   constexpr int kWarpsPerBlock = 8;
-  const std::int64_t pre_warps = s.batch * s.heads * p.rows_pad;
+  const std::int64_t pre_warps = s.batch * s.heads * s.seqlen_q;
   bwd::preprocess_kernel<T><<<static_cast<unsigned>((pre_warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
                               kWarpsPerBlock * 32, 0, stream>>>(p, !deterministic);
   bwd::check_launch("preprocess kernel");
@@ -101,12 +100,10 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.lse = a.lse;
   p.scale = static_cast<float>(a.score.scale);
   p.scale_log2 = static_cast<float>(a.score.scale * 1.4426950408889634);
-  p.rows_pad = padded_rows(a.shape);
   const auto bound = [](std::int64_t w) { return w < 0 || w > bwd::kWindowUnbounded ? bwd::kWindowUnbounded : w; };
   p.win_lo = static_cast<int>(-bound(a.score.window_left));
   p.win_hi = static_cast<int>(bound(a.score.window_right));
   auto* base = static_cast<unsigned char*>(ws);
-  p.lse_log2 = reinterpret_cast<float*>(base + w.lse_off);
   p.dsum = reinterpret_cast<float*>(base + w.dsum_off);
   p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_off);
 

@@ -7,7 +7,7 @@ out=${1:-build-bwd}
 arch=${2:-sm_90}
 shift $(( $# > 2 ? 2 : $# ))
 mkdir -p "$out"
-flags=(-std=c++20 -O3 -arch="$arch" -I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src" -Xcompiler -fopenmp "$@")
+flags=(-std=c++17 --expt-relaxed-constexpr -O3 -arch="$arch" -I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src" -Xcompiler -fopenmp "$@")
 pids=()
 for f in "$root"/backends/cuda/src/backward*.cu "$root"/backends/cuda/tools/bwd_check.cu; do
   nvcc "${flags[@]}" -c "$f" -o "$out/$(basename "$f").o" &

@@ -4,7 +4,7 @@
 // sharing the kv head, so GQA needs no reduction pass) that sees its keys, with Q/dO/lse/D
 // double-buffered through cp.async. Per query tile of BQ rows, warp w = (kw = w % 4, half = w / 4):
 //   1. S^T, dP^T for keys [32 kw, +32) x queries [64 pass + 32 half, +32)  (K Q^T and V dO^T)
-//   2. P^T = exp2(S^T * scale_log2 - lse_log2), dS^T = P^T (dP^T - D), both to shared memory
+//   2. P^T = exp2(S^T * scale_log2 - lse * log2 e), dS^T = P^T (dP^T - D), both to shared memory
 //   3. dV, dK for keys [32 kw, +32) x head dims [half * D/2, +D/2)     (P^T dO and dS^T Q)
 //   4. atomic path: dQ tile [BQ x D] += dS K over a (BQ/32) x (8 / (BQ/32)) warp grid, added into
 //      the fp32 accumulator with atomics; the deterministic path leaves dQ to dq_kernel.
@@ -126,9 +126,15 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, shape.seqlen_q);
     load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0,
                                   shape.seqlen_q);
-    const std::int64_t r = row_index(p, b, step_h, step_m0);
-    load_floats_async<BQ, NT>(s_base + Cfg::kOffLse + buf * BQ * 4, p.lse_log2 + r);
-    load_floats_async<BQ, NT>(s_base + Cfg::kOffDsum + buf * BQ * 4, p.dsum + r);
+  };
+  // The row statistics of a step travel through registers of the first BQ threads and are stored
+  // to shared memory at the end of the step before.
+  const int tid = static_cast<int>(threadIdx.x);
+  auto stash_stats = [&](const RowStats& st, int buf) {
+    if (tid < BQ) {
+      reinterpret_cast<float*>(smem + Cfg::kOffLse)[buf * BQ + tid] = st.lse_log2;
+      reinterpret_cast<float*>(smem + Cfg::kOffDsum)[buf * BQ + tid] = st.dsum;
+    }
   };
 
   {
@@ -136,7 +142,10 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + hk * p.v.stride_h;
     load_rows_async<T, BK, D, NT>(sK, k, p.k.stride_s, n0, shape.seqlen_k);
     load_rows_async<T, BK, D, NT>(sV, v, p.v.stride_s, n0, shape.seqlen_k);
-    if (steps > 0) load_step(h, m0, 0);
+    if (steps > 0) {
+      load_step(h, m0, 0);
+      if (tid < BQ) stash_stats(row_stats(p, b, h, m0 + tid), 0);
+    }
     cp_async_commit();
   }
 
@@ -212,6 +221,10 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
       store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
     }
     __syncthreads();  // P^T and dS^T complete
+    // The next step's row statistics: loaded here (fewer live registers than at the top of the
+    // step), their latency hidden behind the dV/dK/dQ products, stored at the end of the step.
+    RowStats next_stats{0.0f, 0.0f};
+    if (it + 1 < steps && tid < BQ) next_stats = row_stats(p, b, h_next, m_next + tid);
 
     gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dv, sP, key_row0, sDO, d_col0);
     gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dk, sDS, key_row0, sQ, d_col0);
@@ -233,6 +246,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
         }
       }
     }
+    if (it + 1 < steps) stash_stats(next_stats, buf ^ 1);  // nobody reads buffer buf ^ 1 this step
     h = h_next;
     m0 = m_next;
   }

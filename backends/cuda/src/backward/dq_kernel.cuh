@@ -65,9 +65,12 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
     const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + h * p.dout.stride_h;
     load_rows_async<T, BQ, D, NT>(sQ, q, p.q.stride_s, m0, shape.seqlen_q);
     load_rows_async<T, BQ, D, NT>(sDO, go, p.dout.stride_s, m0, shape.seqlen_q);
-    const std::int64_t r = row_index(p, b, h, m0);
-    load_floats_async<BQ, NT>(s_base + Cfg::kOffLse, p.lse_log2 + r);
-    load_floats_async<BQ, NT>(s_base + Cfg::kOffDsum, p.dsum + r);
+    const int tid = static_cast<int>(threadIdx.x);
+    if (tid < BQ) {  // ordered before their use by the first step's barrier
+      const RowStats st = row_stats(p, b, h, m0 + tid);
+      reinterpret_cast<float*>(smem + Cfg::kOffLse)[tid] = st.lse_log2;
+      reinterpret_cast<float*>(smem + Cfg::kOffDsum)[tid] = st.dsum;
+    }
     if (ntiles > 0) load_kv(0, 0);
     cp_async_commit();
   }
