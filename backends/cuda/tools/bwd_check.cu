@@ -327,8 +327,14 @@ bool check_case(const Case& c) {
       out(c.b, c.sq, c.h, c.d, c.bhsd), dout(c.b, c.sq, c.h, c.d, c.bhsd), dq(c.b, c.sq, c.h, c.d, c.bhsd),
       dk(c.b, c.sk, c.hkv, c.d, c.bhsd), dv(c.b, c.sk, c.hkv, c.d, c.bhsd);
   q.upload(in.q), k.upload(in.k), v.upload(in.v), out.upload(o), dout.upload(in.dout);
+  // bhsd cases also store lse as [b, s, h] (strided) and pass a caller-owned workspace of exactly
+  // backward_workspace_bytes(), so both contracts are exercised.
   float* lse_d = nullptr;
-  std::vector<float> lse_f(lse.begin(), lse.end());
+  std::vector<float> lse_f(lse.size());
+  for (std::int64_t b = 0; b < c.b; ++b)
+    for (std::int64_t h = 0; h < c.h; ++h)
+      for (std::int64_t i = 0; i < c.sq; ++i)
+        lse_f[c.bhsd ? (b * c.sq + i) * c.h + h : (b * c.h + h) * c.sq + i] = float(lse[(b * c.h + h) * c.sq + i]);
   CHECK_CUDA(cudaMalloc(&lse_d, sizeof(float) * lse_f.size()));
   CHECK_CUDA(cudaMemcpy(lse_d, lse_f.data(), sizeof(float) * lse_f.size(), cudaMemcpyHostToDevice));
 
@@ -337,11 +343,16 @@ bool check_case(const Case& c) {
   a.shape = Shape{c.b, c.sq, c.sk, c.h, c.hkv, c.d};
   a.q = q.view, a.k = k.view, a.v = v.view, a.o = out.view, a.dout = dout.view, a.dq = dq.view, a.dk = dk.view,
   a.dv = dv.view;
-  a.lse = Tensor3{lse_d, c.h * c.sq, c.sq, 1};
+  a.lse = c.bhsd ? Tensor3{lse_d, c.h * c.sq, 1, c.h} : Tensor3{lse_d, c.h * c.sq, c.sq, 1};
   a.score.scale = 1.0 / std::sqrt(double(c.d));
   a.score.window_left = c.wl;
   a.score.window_right = eff_wr(c);
   a.deterministic = c.deterministic;
+  void* ws = nullptr;
+  if (c.bhsd) {
+    CHECK_CUDA(cudaMalloc(&ws, kfa::cuda::backward_workspace_bytes(a.shape, a.deterministic)));
+    a.workspace = ws;
+  }
   if (!kfa::cuda::supports_backward(a)) {
     std::printf("FAIL unsupported case\n");
     return false;
@@ -380,6 +391,7 @@ bool check_case(const Case& c) {
   }
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", line);
   CHECK_CUDA(cudaFree(lse_d));
+  if (ws) CHECK_CUDA(cudaFree(ws));
   return ok;
 }
 
