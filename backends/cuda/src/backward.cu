@@ -13,6 +13,7 @@
 #include "backward/params.cuh"
 #include "backward/prepost_kernels.cuh"
 #include "kfa_cuda/backward.hpp"
+#include "kfa_cuda/launch.hpp"  // the dispatcher's declarations must match these definitions
 
 namespace kfa::cuda {
 namespace {
