@@ -14,9 +14,13 @@ constexpr bool runs_on_host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, type
 /// Register-block shape of tile_gemm: wide rows for host SIMD, small square blocks per GPU thread.
 template <class ExecSpace>
 struct Block {
-  static constexpr int rm = runs_on_host<ExecSpace> ? 4 : 4;
+  static constexpr int rm = runs_on_host<ExecSpace> ? 8 : 4;
   static constexpr int rn = runs_on_host<ExecSpace> ? 16 : 4;
 };
+
+/// CPU tile shape: query rows and key columns per tile (see choose_tiles).
+inline constexpr int host_rows = 256;
+inline constexpr int host_cols = 128;
 
 struct TileConfig {
   int br = 64, bc = 64;    // query rows, key columns per tile
@@ -39,10 +43,19 @@ TileConfig choose_tiles(const ExecSpace& exec, std::int64_t head_dim, std::int64
   Kokkos::TeamPolicy<ExecSpace> probe(exec, 1, t.team_size);
   const std::size_t max0 = probe.scratch_size_max(0);
   // Short query sequences get a short tile so no team computes only padding.
-  int br = 64;
+  int br = runs_on_host<ExecSpace> ? host_rows : 64;
   while (br > B::rm * 2 && br / 2 >= seqlen_q) br /= 2;
   t.br = br;
   t.bc = 64;
+  if constexpr (runs_on_host<ExecSpace>) {
+    // On CPUs both scratch levels are the same per-thread memory, so the tiles are sized for the
+    // caches rather than for level 0 (32 KiB on OpenMP): each K/V tile is loaded (and K transposed)
+    // once per `host_rows` queries, and 128 keys per tile keep the per-tile softmax work amortized.
+    t.bc = host_cols;
+    t.scratch_bytes = bytes(t.br, t.bc, t.dpad);
+    t.scratch_level = t.scratch_bytes <= max0 ? 0 : 1;
+    return t;
+  }
   while (bytes(t.br, t.bc, t.dpad) > max0 && (t.bc > 16 || t.br > 16)) {
     if (t.bc >= t.br) t.bc /= 2; else t.br /= 2;
   }
