@@ -16,7 +16,7 @@ struct Options {
   std::vector<int> causal{0, 1};
   std::vector<std::string> dtypes{"f32"};
   std::int64_t batch = 1, heads = 12;
-  int warmup = 1, reps = 5, std_reps = 3;
+  int warmup = 1, reps = 5, std_warmup = 0, std_reps = 3;
   bool standard = true;          // also run kfa::reference::attention
   double max_std_gib = 8.0;      // skip the standard attention when its score matrix is larger
   std::int64_t check_rows = 64;  // query rows per head checked against fp64 (0: all)
@@ -36,7 +36,8 @@ inline const char* usage() {
          "  --dtype LIST         f32,f64,f16,bf16                                        [f32]\n"
          "  --batch N --heads N                                                          [1, 12]\n"
          "  --warmup N --reps N  untimed and timed calls of kfa                          [1, 5]\n"
-         "  --std-reps N         timed calls of the standard attention                   [3]\n"
+         "  --std-warmup N --std-reps N  the same for the standard attention (it allocates  [0, 3]\n"
+         "                       and first-touches its score matrix on every call anyway)\n"
          "  --no-standard        kfa only\n"
          "  --max-std-gib X      skip the standard attention above this score-matrix size [8]\n"
          "  --check-rows N       query rows per head checked against fp64, 0 = all       [64]\n"
@@ -84,6 +85,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::stoi(next());
     else if (a == "--reps") o.reps = std::stoi(next());
     else if (a == "--std-reps") o.std_reps = std::stoi(next());
+    else if (a == "--std-warmup") o.std_warmup = std::stoi(next());
     else if (a == "--no-standard") o.standard = false;
     else if (a == "--max-std-gib") o.max_std_gib = std::stod(next());
     else if (a == "--check-rows") o.check_rows = std::stoll(next());
@@ -99,12 +101,13 @@ inline Options parse_options(int argc, char** argv) {
     o.dtypes = {"f32"};
     o.batch = 1;
     o.heads = 12;
+    o.std_reps = 2;
   }
   if (o.mode != "fwd")
     throw std::invalid_argument("--mode " + o.mode + ": only fwd is available (kfa::backward is not built yet)");
   for (const auto& t : o.dtypes)
     if (t != "f32" && t != "f64" && t != "f16" && t != "bf16") throw std::invalid_argument("unknown --dtype " + t);
-  if (o.reps < 1 || o.std_reps < 1 || o.warmup < 0) throw std::invalid_argument("--reps/--std-reps >= 1, --warmup >= 0");
+  if (o.reps < 1 || o.std_reps < 1 || o.warmup < 0 || o.std_warmup < 0) throw std::invalid_argument("--reps/--std-reps >= 1, --warmup >= 0");
   return o;
 }
 

@@ -98,25 +98,27 @@ double max_error(const Buffers<T>& b, const Case& c, const std::vector<std::int6
 }
 
 template <class T, class Call>
-Result measure(const Case& c, const Options& opt, int reps, bool uses_team_scratch, Buffers<T>& b,
+Result measure(const Case& c, int warmup, int reps, bool uses_team_scratch, Buffers<T>& b,
                const std::vector<std::int64_t>& rows, const std::vector<double>& ref, Call call) {
   Exec exec;
   auto once = [&] {
     call(exec);
     exec.fence("kfa-bench: call done");
   };
-  for (int i = 0; i < opt.warmup; ++i) once();
+  for (int i = 0; i < warmup; ++i) once();
+  // Every timed call also counts its allocations (the callbacks cost microseconds); the last one
+  // runs on NaN-poisoned outputs, which the error check then reads.
   std::vector<double> ms;
+  AllocTracker::Usage u;
   for (int i = 0; i < reps; ++i) {
+    if (i + 1 == reps) Kokkos::deep_copy(b.o, static_cast<T>(std::numeric_limits<float>::quiet_NaN()));
     Kokkos::fence("kfa-bench: before timing");
     const auto t0 = std::chrono::steady_clock::now();
-    once();
+    const AllocTracker::Usage ui = AllocTracker::measure(once);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    u.transient = std::max(u.transient, ui.transient);
+    u.scratch = std::max(u.scratch, ui.scratch);
   }
-  // One more call, on NaN-poisoned outputs, for the memory count and the error.
-  Kokkos::deep_copy(b.o, static_cast<T>(std::numeric_limits<float>::quiet_NaN()));
-  Kokkos::fence();
-  const AllocTracker::Usage u = AllocTracker::measure(once);
   Result r;
   r.ran = true;
   r.ms = median(ms);
@@ -142,7 +144,7 @@ Row run_case(const Case& c, const Options& opt, std::mt19937_64& g) {
   params.causal = c.causal;
 
   // kfa's portable kernel keeps its tiles in team scratch; the standard attention uses none.
-  row.kfa = measure<T>(c, opt, opt.reps, true, b, rows, ref,
+  row.kfa = measure<T>(c, opt.warmup, opt.reps, true, b, rows, ref,
                        [&](const Exec& e) { kfa::forward(e, b.q, b.k, b.v, b.o, b.lse, params); });
   const double score_gib = double(c.batch) * c.heads * c.seqlen * c.seqlen * sizeof(T) / double(1 << 30);
   if (!opt.standard) {
@@ -150,7 +152,7 @@ Row run_case(const Case& c, const Options& opt, std::mt19937_64& g) {
   } else if (score_gib > opt.max_std_gib) {
     row.standard.note = "skipped (scores > --max-std-gib)";
   } else {
-    row.standard = measure<T>(c, opt, opt.std_reps, false, b, rows, ref,
+    row.standard = measure<T>(c, opt.std_warmup, opt.std_reps, false, b, rows, ref,
                               [&](const Exec& e) { kfa::reference::attention(e, b.q, b.k, b.v, b.o, b.lse, params); });
   }
   return row;
@@ -241,9 +243,9 @@ int run(const Options& opt) {
   std::mt19937_64 g(20261121);
   const std::string when = utc_now();
   std::printf("kfa-bench %s on %s (concurrency %d), batch %lld, heads %lld, median of %d kfa / %d standard calls "
-              "after %d warm-up; error: max |O - fp64| over %s query rows per head\n",
+              "after %d / %d warm-up; error: max |O - fp64| over %s query rows per head\n",
               when.c_str(), Exec::name(), Exec().concurrency(), (long long)opt.batch, (long long)opt.heads, opt.reps,
-              opt.std_reps, opt.warmup, opt.check_rows > 0 ? std::to_string(opt.check_rows).c_str() : "all");
+              opt.std_reps, opt.warmup, opt.std_warmup, opt.check_rows > 0 ? std::to_string(opt.check_rows).c_str() : "all");
   print_header();
   std::vector<Row> rows;
   for (const auto& dt : opt.dtypes)
