@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "portable/math.hpp"
+#include "portable/tile_config.hpp"
 
 #if !defined(__CUDA_ARCH__) && !defined(__HIP_DEVICE_COMPILE__) && defined(__FMA__) && \
     (defined(__AVX512F__) || defined(__AVX2__))
@@ -117,8 +118,8 @@ inline void row_block(int n, int kdim, const Acc* a, int lda, const Acc* b, int 
 /// accumulators, 2 B vectors and a broadcast in the 32 registers, and issues 16 FMAs per 10 loads.
 template <class Acc>
 struct Shape {
-  static constexpr int rm = 8;
-  static constexpr int nv = (Vec<Acc>::width >= 8) ? 2 : 3;
+  static constexpr int rm = KFA_HOST_BLOCK_ROWS;
+  static constexpr int nv = KFA_HOST_BLOCK_VECS;
 };
 
 /// True when the host kernel can take this GEMM (n a multiple of the vector width, m of rm).

@@ -11,16 +11,30 @@ namespace kfa::portable {
 template <class ExecSpace>
 constexpr bool runs_on_host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible;
 
+#ifndef KFA_HOST_BLOCK_ROWS
+#define KFA_HOST_BLOCK_ROWS 8  // rows of the host register block (portable/host_gemm.hpp)
+#endif
+#ifndef KFA_HOST_BLOCK_VECS
+#define KFA_HOST_BLOCK_VECS 2  // SIMD vectors per row of the host register block
+#endif
+
 /// Register-block shape of tile_gemm: wide rows for host SIMD, small square blocks per GPU thread.
 template <class ExecSpace>
 struct Block {
-  static constexpr int rm = runs_on_host<ExecSpace> ? 8 : 4;
+  static constexpr int rm = runs_on_host<ExecSpace> ? KFA_HOST_BLOCK_ROWS : 4;
   static constexpr int rn = runs_on_host<ExecSpace> ? 16 : 4;
 };
 
-/// CPU tile shape: query rows and key columns per tile (see choose_tiles).
-inline constexpr int host_rows = 256;
-inline constexpr int host_cols = 128;
+/// CPU tile shape: query rows and key columns per tile (see choose_tiles). The macros exist for
+/// tuning sweeps (perf/); rows must stay a multiple of the host register block's rows.
+#ifndef KFA_HOST_TILE_ROWS
+#define KFA_HOST_TILE_ROWS 256
+#endif
+#ifndef KFA_HOST_TILE_COLS
+#define KFA_HOST_TILE_COLS 128
+#endif
+inline constexpr int host_rows = KFA_HOST_TILE_ROWS;
+inline constexpr int host_cols = KFA_HOST_TILE_COLS;
 
 struct TileConfig {
   int br = 64, bc = 64;    // query rows, key columns per tile
