@@ -16,6 +16,16 @@
 #define KFA_HOST_SIMD 1
 #endif
 
+// Full unrolling keeps the accumulator block in registers; GCC and Clang spell it differently and
+// other front ends (nvcc parsing host code) would warn about either.
+#if defined(__clang__)
+#define KFA_HOST_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__) && !defined(__NVCC__) && !defined(__CUDACC__)
+#define KFA_HOST_UNROLL _Pragma("GCC unroll 16")
+#else
+#define KFA_HOST_UNROLL
+#endif
+
 namespace kfa::portable::host {
 
 #ifdef KFA_HOST_SIMD
@@ -72,24 +82,24 @@ inline void block(int kdim, const Acc* a, int lda, const Acc* b, int ldb, Acc* c
   using V = Vec<Acc>;
   constexpr int W = V::width;
   typename V::reg acc[RM][NV];
-#pragma GCC unroll 16
+  KFA_HOST_UNROLL
   for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
+    KFA_HOST_UNROLL
     for (int v = 0; v < NV; ++v) acc[i][v] = Accumulate ? V::load(c + i * ldc + v * W) : V::zero();
   for (int kk = 0; kk < kdim; ++kk) {
     typename V::reg bv[NV];
-#pragma GCC unroll 8
+    KFA_HOST_UNROLL
     for (int v = 0; v < NV; ++v) bv[v] = V::load(b + kk * ldb + v * W);
-#pragma GCC unroll 16
+    KFA_HOST_UNROLL
     for (int i = 0; i < RM; ++i) {
       const typename V::reg ai = V::broadcast(a + i * lda + kk);
-#pragma GCC unroll 8
+      KFA_HOST_UNROLL
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
     }
   }
-#pragma GCC unroll 16
+  KFA_HOST_UNROLL
   for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
+    KFA_HOST_UNROLL
     for (int v = 0; v < NV; ++v) V::store(c + i * ldc + v * W, acc[i][v]);
 }
 
