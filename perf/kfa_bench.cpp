@@ -191,7 +191,7 @@ void print_row(const Row& r) {
               (long long)r.c.head_dim, r.c.causal ? "yes" : "no", r.kfa.ms, r.kfa.tflops, human_bytes(r.kfa.bytes).c_str(),
               r.kfa.max_err);
   if (r.standard.ran) {
-    std::printf("%9.2f %8.4f %10s %8.1e | %6.1fx %7.0fx\n", r.standard.ms, r.standard.tflops,
+    std::printf("%9.2f %8.4f %10s %8.1e | %6.1fx %7.3gx\n", r.standard.ms, r.standard.tflops,
                 human_bytes(r.standard.bytes).c_str(), r.standard.max_err, r.standard.ms / r.kfa.ms,
                 double(r.standard.bytes) / double(std::max<std::uint64_t>(r.kfa.bytes, 1)));
   } else {
@@ -241,7 +241,7 @@ void print_demo_summary(const std::vector<Row>& rows) {
   std::printf("\nSeed claims, measured (kfa::forward vs the standard attention that stores the N x N scores):\n");
   for (const Row& r : rows) {
     if (!r.standard.ran) continue;
-    std::printf("  N=%-5lld %-10s %5.1fx faster, %8s instead of %9s (%.0fx less), max error vs fp64 %.1e (standard %.1e)\n",
+    std::printf("  N=%-5lld %-10s %5.1fx faster, %8s instead of %9s (%.3gx less), max error vs fp64 %.1e (standard %.1e)\n",
                 (long long)r.c.seqlen, r.c.causal ? "causal" : "non-causal", r.standard.ms / r.kfa.ms,
                 human_bytes(r.kfa.bytes).c_str(), human_bytes(r.standard.bytes).c_str(),
                 double(r.standard.bytes) / double(std::max<std::uint64_t>(r.kfa.bytes, 1)), r.kfa.max_err,
