@@ -20,6 +20,7 @@ struct Options {
   bool standard = true;          // also run kfa::reference::attention
   double max_std_gib = 8.0;      // skip the standard attention when its score matrix is larger
   std::int64_t check_rows = 64;  // query rows per head checked against fp64 (0: all)
+  std::int64_t check_bwd_max = 1024;  // longest seqlen whose gradients are checked against fp64
   std::string json;
   std::string mode = "fwd";
   bool demo = false;
@@ -41,7 +42,9 @@ inline const char* usage() {
          "  --no-standard        kfa only\n"
          "  --max-std-gib X      skip the standard attention above this score-matrix size [8]\n"
          "  --check-rows N       query rows per head checked against fp64, 0 = all       [64]\n"
-         "  --mode fwd           forward only (backward modes come with kfa::backward)\n"
+         "  --mode M             fwd, bwd (kfa::backward after one untimed forward) or fwdbwd   [fwd]\n"
+         "                       FLOPs: bwd = 2.5 x fwd, fwdbwd = 3.5 x fwd\n"
+         "  --check-bwd-max N    check gradients against a full fp64 backward up to this seqlen [1024]\n"
          "  --json FILE          also write the results as JSON\n";
 }
 
@@ -91,6 +94,7 @@ inline Options parse_options(int argc, char** argv) {
     else if (a == "--check-rows") o.check_rows = std::stoll(next());
     else if (a == "--json") o.json = next();
     else if (a == "--mode") o.mode = next();
+    else if (a == "--check-bwd-max") o.check_bwd_max = std::stoll(next());
     else if (a.rfind("--kokkos", 0) == 0) continue;  // Kokkos' own flags
     else throw std::invalid_argument("unknown option " + a + " (see --help)");
   }
@@ -103,8 +107,8 @@ inline Options parse_options(int argc, char** argv) {
     o.heads = 12;
     o.std_reps = 2;
   }
-  if (o.mode != "fwd")
-    throw std::invalid_argument("--mode " + o.mode + ": only fwd is available (kfa::backward is not built yet)");
+  if (o.mode != "fwd" && o.mode != "bwd" && o.mode != "fwdbwd")
+    throw std::invalid_argument("--mode " + o.mode + ": fwd, bwd or fwdbwd");
   for (const auto& t : o.dtypes)
     if (t != "f32" && t != "f64" && t != "f16" && t != "bf16") throw std::invalid_argument("unknown --dtype " + t);
   if (o.reps < 1 || o.std_reps < 1 || o.warmup < 0 || o.std_warmup < 0) throw std::invalid_argument("--reps/--std-reps >= 1, --warmup >= 0");

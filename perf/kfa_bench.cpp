@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <limits>
 #include <random>
@@ -18,6 +20,7 @@
 #include "alloc_tracker.hpp"
 #include "bench_options.hpp"
 #include "kfa/kfa.hpp"
+#include "fp64_backward.hpp"
 #include "sampled_reference.hpp"
 
 namespace kfa::bench {
@@ -61,9 +64,12 @@ constexpr bool bhalf_is_float() {
 #endif
 }
 
-double flops(const Case& c) {
+/// Forward FLOPs 4*B*H*N*N*d (halved when causal); the backward counts 2.5x the forward (the
+/// FlashAttention-2 convention: five N x N x d products against two).
+double flops(const Case& c, const std::string& mode) {
   const double f = 4.0 * c.batch * c.heads * double(c.seqlen) * double(c.seqlen) * c.head_dim;
-  return c.causal ? f / 2 : f;
+  const double fwd = c.causal ? f / 2 : f;
+  return mode == "fwd" ? fwd : mode == "bwd" ? 2.5 * fwd : 3.5 * fwd;
 }
 
 double median(std::vector<double> v) {
@@ -76,6 +82,7 @@ struct Buffers {
   using L = kfa::lse_type<T>;
   Kokkos::View<T****, Kokkos::LayoutRight, Mem> q, k, v, o;
   Kokkos::View<L***, Kokkos::LayoutRight, Mem> lse;
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dout, dq, dk, dv;  // backward modes only
 };
 
 /// Random normal inputs rounded to T; `vals` receives the rounded values (what the fp64 reference sees).
@@ -112,9 +119,27 @@ double max_error(const Buffers<T>& b, const Case& c, const std::vector<std::int6
   return err;
 }
 
-template <class T, class Call>
-Result measure(const Case& c, int warmup, int reps, bool uses_team_scratch, Buffers<T>& b,
-               const std::vector<std::int64_t>& rows, const std::vector<double>& ref, Call call) {
+/// Max |dX - reference| over dQ, dK and dV (all elements); NaN or infinity count as infinitely wrong.
+template <class T>
+double max_grad_error(const Buffers<T>& b, const test::HostGrads& ref) {
+  double err = 0;
+  auto one = [&](const auto& view, const std::vector<double>& r) {
+    auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
+    const T* p = h.data();  // LayoutRight [b, s, h, d], the reference's order
+    for (std::size_t e = 0; e < r.size(); ++e) {
+      const double x = static_cast<double>(p[e]);
+      err = std::isfinite(x) ? std::max(err, std::abs(x - r[e])) : std::numeric_limits<double>::infinity();
+    }
+  };
+  one(b.dq, ref.dq);
+  one(b.dk, ref.dk);
+  one(b.dv, ref.dv);
+  return err;
+}
+
+template <class T, class Call, class Poison, class Error>
+Result measure(const Case& c, const std::string& mode, int warmup, int reps, bool uses_team_scratch, Call call,
+               Poison poison, Error error) {
   Exec exec;
   auto once = [&] {
     call(exec);
@@ -126,7 +151,7 @@ Result measure(const Case& c, int warmup, int reps, bool uses_team_scratch, Buff
   std::vector<double> ms;
   AllocTracker::Usage u;
   for (int i = 0; i < reps; ++i) {
-    if (i + 1 == reps) Kokkos::deep_copy(b.o, static_cast<T>(std::numeric_limits<float>::quiet_NaN()));
+    if (i + 1 == reps) poison();
     Kokkos::fence("kfa-bench: before timing");
     const auto t0 = std::chrono::steady_clock::now();
     const AllocTracker::Usage ui = AllocTracker::measure(once);
@@ -137,9 +162,9 @@ Result measure(const Case& c, int warmup, int reps, bool uses_team_scratch, Buff
   Result r;
   r.ran = true;
   r.ms = median(ms);
-  r.tflops = flops(c) / (r.ms * 1e-3) / 1e12;
+  r.tflops = flops(c, mode) / (r.ms * 1e-3) / 1e12;
   r.bytes = u.total(uses_team_scratch);
-  r.max_err = max_error(b, c, rows, ref);
+  r.max_err = error();
   return r;
 }
 
@@ -153,22 +178,68 @@ Row run_case(const Case& c, const Options& opt, std::mt19937_64& g) {
   b.v = random_tensor<T>(c, g, hp.v);
   b.o = decltype(b.o)("bench o", c.batch, c.seqlen, c.heads, c.head_dim);
   b.lse = decltype(b.lse)("bench lse", c.batch, c.heads, c.seqlen);
-  const auto rows = sample_rows(c.seqlen, opt.check_rows);
-  const auto ref = reference_rows(hp, rows);
   kfa::Params params;
   params.causal = c.causal;
+  const T nan = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+  const bool fwd = opt.mode == "fwd";
 
-  // kfa's portable kernel keeps its tiles in team scratch; the standard attention uses none.
-  row.kfa = measure<T>(c, opt.warmup, opt.reps, true, b, rows, ref,
-                       [&](const Exec& e) { kfa::forward(e, b.q, b.k, b.v, b.o, b.lse, params); });
-  const double score_gib = double(c.batch) * c.heads * c.seqlen * c.seqlen * sizeof(T) / double(1 << 30);
+  // What each mode times, and how its result is checked: the forward's O on sampled rows; the
+  // gradients against a full fp64 backward (only up to --check-bwd-max, it costs O(N^2 d) on one core).
+  std::function<void()> poison;
+  std::function<double()> error;
+  if (fwd) {
+    const auto rows = sample_rows(c.seqlen, opt.check_rows);
+    auto ref = std::make_shared<std::vector<double>>(reference_rows(hp, rows));
+    poison = [&b, nan] { Kokkos::deep_copy(b.o, nan); };
+    error = [&b, c, rows, ref] { return max_error(b, c, rows, *ref); };
+  } else {
+    test::HostQKV in;
+    in.n = test::Dims{c.batch, c.seqlen, c.seqlen, c.heads, c.heads, c.head_dim};
+    std::vector<double> dout_vals;
+    b.dout = random_tensor<T>(c, g, dout_vals);
+    b.dq = decltype(b.dq)("bench dq", c.batch, c.seqlen, c.heads, c.head_dim);
+    b.dk = decltype(b.dk)("bench dk", c.batch, c.seqlen, c.heads, c.head_dim);
+    b.dv = decltype(b.dv)("bench dv", c.batch, c.seqlen, c.heads, c.head_dim);
+    std::shared_ptr<test::HostGrads> ref;
+    if (c.seqlen <= opt.check_bwd_max) {
+      in.q = hp.q;
+      in.k = hp.k;
+      in.v = hp.v;
+      test::RefOptions ro;
+      ro.causal = c.causal;
+      ref = std::make_shared<test::HostGrads>(test::reference_backward(in, dout_vals, ro));
+    }
+    poison = [&b, nan] {
+      Kokkos::deep_copy(b.dq, nan);
+      Kokkos::deep_copy(b.dk, nan);
+      Kokkos::deep_copy(b.dv, nan);
+    };
+    error = [&b, ref] { return ref ? max_grad_error(b, *ref) : std::numeric_limits<double>::quiet_NaN(); };
+    // the backward reads the forward's O and LSE: computed once, by kfa, before any timing
+    kfa::forward(Exec(), b.q, b.k, b.v, b.o, b.lse, params);
+    Exec().fence();
+  }
+  auto kfa_call = [&](const Exec& e) {
+    if (opt.mode != "bwd") kfa::forward(e, b.q, b.k, b.v, b.o, b.lse, params);
+    if (!fwd) kfa::backward(e, b.dout, b.q, b.k, b.v, b.o, b.lse, b.dq, b.dk, b.dv, params);
+  };
+  auto std_call = [&](const Exec& e) {
+    if (opt.mode != "bwd") kfa::reference::attention(e, b.q, b.k, b.v, b.o, b.lse, params);
+    if (!fwd) kfa::reference::attention_backward(e, b.dout, b.q, b.k, b.v, b.o, b.lse, b.dq, b.dk, b.dv, params);
+  };
+
+  // kfa's portable kernels keep their tiles in team scratch; the standard attention is charged
+  // only the scratch it makes Kokkos grow.
+  row.kfa = measure<T>(c, opt.mode, opt.warmup, opt.reps, true, kfa_call, poison, error);
+  // the standard backward holds P and dS: two score matrices
+  const double matrices = fwd ? 1 : 2;
+  const double score_gib = matrices * c.batch * c.heads * c.seqlen * c.seqlen * sizeof(T) / double(1 << 30);
   if (!opt.standard) {
     row.standard.note = "off";
   } else if (score_gib > opt.max_std_gib) {
     row.standard.note = "skipped (scores > --max-std-gib)";
   } else {
-    row.standard = measure<T>(c, opt.std_warmup, opt.std_reps, false, b, rows, ref,
-                              [&](const Exec& e) { kfa::reference::attention(e, b.q, b.k, b.v, b.o, b.lse, params); });
+    row.standard = measure<T>(c, opt.mode, opt.std_warmup, opt.std_reps, false, std_call, poison, error);
   }
   return row;
 }
@@ -206,7 +277,11 @@ void json_result(std::ostream& os, const Result& r) {
     return;
   }
   os << "{\"ran\": true, \"ms\": " << r.ms << ", \"tflops\": " << r.tflops << ", \"extra_bytes\": " << r.bytes
-     << ", \"max_abs_err_vs_fp64\": " << r.max_err << "}";
+     << ", \"max_abs_err_vs_fp64\": ";
+  if (std::isnan(r.max_err)) os << "null";  // not checked
+  else if (std::isinf(r.max_err)) os << "\"inf\"";  // NaN or infinity in the output
+  else os << r.max_err;
+  os << "}";
 }
 
 void write_json(const std::string& path, const Options& opt, const std::vector<Row>& rows, const std::string& when) {
@@ -225,7 +300,7 @@ void write_json(const std::string& path, const Options& opt, const std::vector<R
     os << "    {\"dtype\": \"" << r.c.dtype << "\", \"stored_as_float\": " << (as_float ? "true" : "false")
        << ", \"batch\": " << r.c.batch << ", \"heads\": " << r.c.heads
        << ", \"seqlen\": " << r.c.seqlen << ", \"head_dim\": " << r.c.head_dim
-       << ", \"causal\": " << (r.c.causal ? "true" : "false") << ", \"flops\": " << flops(r.c) << ",\n     \"kfa\": ";
+       << ", \"causal\": " << (r.c.causal ? "true" : "false") << ", \"flops\": " << flops(r.c, opt.mode) << ",\n     \"kfa\": ";
     json_result(os, r.kfa);
     os << ",\n     \"standard\": ";
     json_result(os, r.standard);
@@ -259,10 +334,12 @@ std::string utc_now() {
 int run(const Options& opt) {
   std::mt19937_64 g(20261121);
   const std::string when = utc_now();
-  std::printf("kfa-bench %s on %s (concurrency %d), batch %lld, heads %lld, median of %d kfa / %d standard calls "
-              "after %d / %d warm-up; error: max |O - fp64| over %s query rows per head\n",
-              when.c_str(), Exec::name(), Exec().concurrency(), (long long)opt.batch, (long long)opt.heads, opt.reps,
-              opt.std_reps, opt.warmup, opt.std_warmup, opt.check_rows > 0 ? std::to_string(opt.check_rows).c_str() : "all");
+  std::printf("kfa-bench --mode %s, %s on %s (concurrency %d), batch %lld, heads %lld, median of %d kfa / %d standard calls "
+              "after %d / %d warm-up; error: max |O - fp64| over %s query rows per head (bwd modes: max |dQ,dK,dV - fp64|, "
+              "all elements, up to seqlen %lld)\n",
+              opt.mode.c_str(), when.c_str(), Exec::name(), Exec().concurrency(), (long long)opt.batch, (long long)opt.heads, opt.reps,
+              opt.std_reps, opt.warmup, opt.std_warmup, opt.check_rows > 0 ? std::to_string(opt.check_rows).c_str() : "all",
+              (long long)opt.check_bwd_max);
   // Kokkos without a native half type for its backends (host-only builds) defines half_t and
   // bhalf_t as float: such runs measure fp32 storage, and the table says so.
   for (const auto& dt : opt.dtypes)
