@@ -65,7 +65,8 @@ class AllocTracker {
   static void on_alloc(Kokkos::Tools::SpaceHandle, const char* label, const void* ptr, std::uint64_t size) {
     State& s = state();
     std::lock_guard<std::mutex> g(s.mutex);
-    const bool scratch = label && std::strstr(label, "scratch") != nullptr;
+    // team-scratch pools: "Kokkos::OpenMP::scratch_mem", "Kokkos::CudaSpace::TeamScratchMemory", ...
+    const bool scratch = label && (std::strstr(label, "scratch_mem") || std::strstr(label, "TeamScratch"));
     s.blocks[ptr] = Block{size, scratch};
     s.live += size;
     if (scratch) s.scratch_live += size;
