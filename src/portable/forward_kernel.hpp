@@ -87,6 +87,7 @@ struct ForwardKernel {
         }
         if (masked) mask_scores(srow, row0 + r, col0, bc);
         Acc mx = row_max[r];
+#pragma omp simd reduction(max : mx)
         for (int c = 0; c < bc; ++c) mx = srow[c] > mx ? srow[c] : mx;
         if (mx == -Kokkos::Experimental::infinity_v<Acc>) {  // nothing visible yet in this row
           for (int c = 0; c < bc; ++c) srow[c] = Acc(0);

@@ -4,6 +4,7 @@
 // whole blocks. All extents are multiples of the block sizes (tiles are zero-padded).
 #include <Kokkos_Core.hpp>
 
+#include "portable/host_gemm.hpp"
 #include "portable/math.hpp"
 
 namespace kfa::portable {
@@ -11,6 +12,18 @@ namespace kfa::portable {
 template <int RM, int RN, bool Accumulate, class Member, class Acc>
 KOKKOS_INLINE_FUNCTION void tile_gemm(const Member& team, int m, int n, int kdim, const Acc* a, int lda,
                                       const Acc* b, int ldb, Acc* c, int ldc) {
+#ifdef KFA_HOST_SIMD
+  // CPUs: explicitly vectorized register blocks (same arithmetic, see host_gemm.hpp).
+  KOKKOS_IF_ON_HOST((
+    if (host::fits<Acc>(m, n)) {
+      constexpr int HRM = host::Shape<Acc>::rm;
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, m / HRM), [&](int blk) {
+        host::gemm_rows<Accumulate>(blk * HRM, blk * HRM + HRM, n, kdim, a, lda, b, ldb, c, ldc);
+      });
+      return;
+    }
+  ))
+#endif
   const int nbn = n / RN;
   Kokkos::parallel_for(Kokkos::TeamThreadRange(team, (m / RM) * nbn), [&](int blk) {
     const int r0 = (blk / nbn) * RM, c0 = (blk % nbn) * RN;

@@ -3,8 +3,10 @@
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kfa/detail/args.hpp"
+#include "portable/host_transpose.hpp"
 
 namespace kfa::portable {
 
@@ -48,7 +50,7 @@ KOKKOS_INLINE_FUNCTION void load_rows_transposed(const Member& team, const detai
                                                  std::int64_t h, std::int64_t row0, int rows, int d, Acc* dst,
                                                  int tile_rows, int dp) {
   const T* p = static_cast<const T*>(src.data);
-  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tile_rows), [&](int r) {
+  auto one_row = [&](int r) {
     if (r < rows) {
       const T* in = p + offset(src, b, row0 + r, h);
       for (int c = 0; c < d; ++c) dst[c * tile_rows + r] = static_cast<Acc>(in[c]);
@@ -56,7 +58,23 @@ KOKKOS_INLINE_FUNCTION void load_rows_transposed(const Member& team, const detai
     } else {
       for (int c = 0; c < dp; ++c) dst[c * tile_rows + r] = Acc(0);
     }
-  });
+  };
+#ifdef KFA_HOST_TRANSPOSE
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+    // CPUs: 8 x 8 blocks transposed in registers, then the rows left over one by one.
+    KOKKOS_IF_ON_HOST((
+      const int blocks = rows / 8;
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, blocks), [&](int blk) {
+        const float* row[8];
+        for (int r = 0; r < 8; ++r) row[r] = p + offset(src, b, row0 + blk * 8 + r, h);
+        host::transpose_rows8(row, blk * 8, d, dp, dst, tile_rows);
+      });
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, blocks * 8, tile_rows), one_row);
+      return;
+    ))
+  }
+#endif
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, tile_rows), one_row);
 }
 
 }  // namespace kfa::portable

@@ -36,20 +36,41 @@ void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
   const auto sc = a.score;
   const auto aq = a.q, ak = a.k, av = a.v, ao = a.o;
   const auto al = a.lse;
-  // Pass 1: S = Q K^T * scale (with score modifiers), rounded to T.
-  Kokkos::parallel_for("kfa::reference::scores", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows * nk),
+  // Pass 1: S = Q K^T * scale (with score modifiers), rounded to T. A work item takes RB query
+  // rows of one head and KB keys: each score is still one sequential madd chain over head_dim (the
+  // arithmetic of a plain dot product); the RB x KB chains only run side by side, sharing loads.
+  constexpr std::int64_t RB = 4, KB = 16;
+  const std::int64_t nib = (s.seqlen_q + RB - 1) / RB, nkb = (nk + KB - 1) / KB;
+  Kokkos::parallel_for("kfa::reference::scores", Kokkos::RangePolicy<ExecSpace>(exec, 0, s.batch * s.heads * nib * nkb),
       KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t r = e / nk, j = e % nk;
-        std::int64_t b, h, i;
-        row_index(r, b, h, i);
-        const T* qr = q + offset(aq, b, i, h);
-        const T* kr = k + offset(ak, b, j, h / group);
-        Acc x = 0;
-        for (std::int64_t c = 0; c < d; ++c) x = portable::madd(static_cast<Acc>(qr[c]), static_cast<Acc>(kr[c]), x);
-        x *= static_cast<Acc>(sc.scale);
-        if (sc.softcap != 0.0f) x = Acc(sc.softcap) * Kokkos::tanh(x / Acc(sc.softcap));
-        if (sc.alibi_slopes) x += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
-        p(r, j) = static_cast<T>(x);
+        const std::int64_t j0 = (e % nkb) * KB, i0 = ((e / nkb) % nib) * RB, bh = e / (nkb * nib);
+        const std::int64_t b = bh / s.heads, h = bh % s.heads;
+        const T* qr[RB];
+        const T* kr[KB];
+        for (std::int64_t rr = 0; rr < RB; ++rr) qr[rr] = q + offset(aq, b, Kokkos::min(i0 + rr, s.seqlen_q - 1), h);
+        for (std::int64_t jj = 0; jj < KB; ++jj) kr[jj] = k + offset(ak, b, Kokkos::min(j0 + jj, nk - 1), h / group);
+        Acc x[RB][KB];
+        for (std::int64_t rr = 0; rr < RB; ++rr)
+          for (std::int64_t jj = 0; jj < KB; ++jj) x[rr][jj] = 0;
+        for (std::int64_t c = 0; c < d; ++c) {
+          Acc kc[KB];
+          for (std::int64_t jj = 0; jj < KB; ++jj) kc[jj] = static_cast<Acc>(kr[jj][c]);
+          for (std::int64_t rr = 0; rr < RB; ++rr) {
+            const Acc qc = static_cast<Acc>(qr[rr][c]);
+            #pragma omp simd
+            for (std::int64_t jj = 0; jj < KB; ++jj) x[rr][jj] = portable::madd(qc, kc[jj], x[rr][jj]);
+          }
+        }
+        for (std::int64_t rr = 0; rr < RB && i0 + rr < s.seqlen_q; ++rr) {
+          const std::int64_t i = i0 + rr, r = bh * s.seqlen_q + i;
+          for (std::int64_t jj = 0; jj < KB && j0 + jj < nk; ++jj) {
+            const std::int64_t j = j0 + jj;
+            Acc y = x[rr][jj] * static_cast<Acc>(sc.scale);
+            if (sc.softcap != 0.0f) y = Acc(sc.softcap) * Kokkos::tanh(y / Acc(sc.softcap));
+            if (sc.alibi_slopes) y += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
+            p(r, j) = static_cast<T>(y);
+          }
+        }
       });
   // Pass 2: row softmax in place (masked keys get probability 0), LSE.
   Kokkos::parallel_for("kfa::reference::softmax", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows),
@@ -70,16 +91,33 @@ void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
         lse[b * al.stride_b + h * al.stride_h + i * al.stride_s] =
             sum > 0 ? static_cast<L>(mx + Kokkos::log(sum)) : -Kokkos::Experimental::infinity_v<L>;
       });
-  // Pass 3: O = P V.
-  Kokkos::parallel_for("kfa::reference::pv", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows * d),
+  // Pass 3: O = P V. A work item takes RB rows of one head and CB output columns, each a
+  // sequential madd chain over the keys; the chains share the loads of V rows (contiguous).
+  constexpr std::int64_t CB = 16;
+  const std::int64_t ncb = (d + CB - 1) / CB;
+  Kokkos::parallel_for("kfa::reference::pv", Kokkos::RangePolicy<ExecSpace>(exec, 0, s.batch * s.heads * nib * ncb),
       KOKKOS_LAMBDA(std::int64_t e) {
-        const std::int64_t r = e / d, c = e % d;
-        std::int64_t b, h, i;
-        row_index(r, b, h, i);
-        Acc x = 0;
-        for (std::int64_t j = 0; j < nk; ++j)
-          x = portable::madd(static_cast<Acc>(p(r, j)), static_cast<Acc>(v[offset(av, b, j, h / group) + c]), x);
-        o[offset(ao, b, i, h) + c] = static_cast<T>(x);
+        const std::int64_t c0 = (e % ncb) * CB, i0 = ((e / ncb) % nib) * RB, bh = e / (ncb * nib);
+        const std::int64_t b = bh / s.heads, h = bh % s.heads;
+        std::int64_t r[RB];
+        for (std::int64_t rr = 0; rr < RB; ++rr) r[rr] = bh * s.seqlen_q + Kokkos::min(i0 + rr, s.seqlen_q - 1);
+        Acc x[RB][CB];
+        for (std::int64_t rr = 0; rr < RB; ++rr)
+          for (std::int64_t cc = 0; cc < CB; ++cc) x[rr][cc] = 0;
+        for (std::int64_t j = 0; j < nk; ++j) {
+          const T* vr = v + offset(av, b, j, h / group);
+          Acc vc[CB];
+          #pragma omp simd
+          for (std::int64_t cc = 0; cc < CB; ++cc) vc[cc] = static_cast<Acc>(vr[Kokkos::min(c0 + cc, d - 1)]);
+          for (std::int64_t rr = 0; rr < RB; ++rr) {
+            const Acc pj = static_cast<Acc>(p(r[rr], j));
+            #pragma omp simd
+            for (std::int64_t cc = 0; cc < CB; ++cc) x[rr][cc] = portable::madd(pj, vc[cc], x[rr][cc]);
+          }
+        }
+        for (std::int64_t rr = 0; rr < RB && i0 + rr < s.seqlen_q; ++rr)
+          for (std::int64_t cc = 0; cc < CB && c0 + cc < d; ++cc)
+            o[offset(ao, b, i0 + rr, h) + c0 + cc] = static_cast<T>(x[rr][cc]);
       });
 }
 
