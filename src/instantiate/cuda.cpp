@@ -2,9 +2,11 @@
 #include <Kokkos_Core.hpp>
 
 #ifdef KOKKOS_ENABLE_CUDA
+#include "debug_dispatch.hpp"
 #include "forward_dispatch.hpp"
 #include "reference/standard_attention.hpp"
 
+KFA_INSTANTIATE_DEBUG(Kokkos::Cuda)
 KFA_INSTANTIATE_FORWARD(Kokkos::Cuda)
 KFA_INSTANTIATE_REFERENCE(Kokkos::Cuda)
 #endif

@@ -2,9 +2,11 @@
 #include <Kokkos_Core.hpp>
 
 #ifdef KOKKOS_ENABLE_OPENMP
+#include "debug_dispatch.hpp"
 #include "forward_dispatch.hpp"
 #include "reference/standard_attention.hpp"
 
+KFA_INSTANTIATE_DEBUG(Kokkos::OpenMP)
 KFA_INSTANTIATE_FORWARD(Kokkos::OpenMP)
 KFA_INSTANTIATE_REFERENCE(Kokkos::OpenMP)
 #endif

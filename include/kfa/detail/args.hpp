@@ -4,6 +4,8 @@
 // implementation (the portable Kokkos algorithm, backends/cuda, backends/hip); it has no Kokkos in it.
 #include <cstdint>
 
+#include "kfa/detail/feature_args.hpp"
+
 namespace kfa::detail {
 
 enum class DType : int { f32, f64, f16, bf16 };
@@ -44,6 +46,7 @@ struct ScoreSpec {
   const float* alibi_slopes = nullptr;    // device pointer, [heads]; nullptr = off
   float dropout_p = 0.0f;
   std::uint64_t seed = 0, offset = 0;
+  BlockSparseSpec blocks;                 // block-sparse layout; disabled = dense
 };
 
 struct ForwardArgs {
@@ -52,6 +55,7 @@ struct ForwardArgs {
   Tensor4 q, k, v, o;
   Tensor3 lse;  // float, or double when dtype is f64
   ScoreSpec score;
+  Varlen varlen;  // packed sequences (stride_b of the tensors is then 0); disabled = padded batch
 };
 
 struct BackwardArgs {
@@ -60,6 +64,7 @@ struct BackwardArgs {
   Tensor4 q, k, v, o, dout, dq, dk, dv;
   Tensor3 lse;
   ScoreSpec score;
+  Varlen varlen;
   bool deterministic = false;
   void* workspace = nullptr;  // device memory of backward_workspace_bytes(); nullptr: kfa allocates
 };
