@@ -250,8 +250,9 @@ class BlockMask {
           std::to_string(rows() + 1));
     if (ptr.front() != 0 || static_cast<std::size_t>(ptr.back()) != idx.size())
       bad("row pointer must start at 0 and end at the number of indices (" + std::to_string(idx.size()) + ")");
-    for (std::int64_t r = 0; r < rows(); ++r) {
+    for (std::int64_t r = 0; r < rows(); ++r)
       if (ptr[r + 1] < ptr[r]) bad("row pointer decreases at row " + std::to_string(r));
+    for (std::int64_t r = 0; r < rows(); ++r) {
       for (std::int32_t e = ptr[r]; e < ptr[r + 1]; ++e) {
         if (idx[e] < 0 || idx[e] >= n_kblocks_)
           bad("key block " + std::to_string(idx[e]) + " in row " + std::to_string(r) + " is out of range [0, " +
