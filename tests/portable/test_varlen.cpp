@@ -91,13 +91,17 @@ struct Packed {
 /// With dropout the unfused reference (which keys the mask by its own batch index 0) runs without it
 /// and the bound is scaled by the keep-scale, the size of the dropout's amplification of errors.
 template <class S, class T>
-void check_varlen(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x = {}) {
+void check_varlen(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x = {}, const kfa::BlockMask* mask = nullptr) {
   kfa::Params params = to_params(opt);
+  params.block_mask = mask;
   params.dropout_p = x.dropout_p;
   params.seed = x.seed;
   params.offset = x.offset;
   kfa::Params plain_params = to_params(opt);
   S space;
+  if (mask) x.allowed = [spec = mask->host_spec()](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) {
+    return kfa::detail::block_mask_allows(spec, b, h, i, j);
+  };
   pk.data.poison();
   for (std::size_t b = 0; b < pk.len_q.size(); ++b) {
     if (pk.len_q[b] == 0 || pk.len_k[b] == 0) continue;
@@ -105,7 +109,16 @@ void check_varlen(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x = {}
     const auto k = pk.rows(pk.data.kb.data(), pk.cu_k[b], pk.len_k[b], pk.heads_kv, pk.d);
     const auto v = pk.rows(pk.data.vb.data(), pk.cu_k[b], pk.len_k[b], pk.heads_kv, pk.d);
     const auto o = pk.rows(pk.data.ob.data(), pk.cu_q[b], pk.len_q[b], pk.heads, pk.d);
-    kfa::reference::attention(space, q, k, v, o, pk.lse_rows(b), plain_params);
+    if (mask) {  // the unfused reference checks lengths: give it the sequence's own slice of the mask
+      const kfa::BlockMask own = kfa::BlockMask::from_element_mask(
+          {pk.len_q[b], pk.len_k[b], mask->shape().block_q, mask->shape().block_k, 1, mask->shape().heads},
+          [&](std::int64_t, std::int64_t h, std::int64_t i, std::int64_t j) { return x.allowed(b, h, i, j); });
+      plain_params.block_mask = &own;
+      kfa::reference::attention(space, q, k, v, o, pk.lse_rows(b), plain_params);
+      space.fence();
+    } else {
+      kfa::reference::attention(space, q, k, v, o, pk.lse_rows(b), plain_params);
+    }
   }
   space.fence();
   std::vector<double> std_o, std_lse, o, lse;
@@ -122,7 +135,10 @@ void check_varlen(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x = {}
     FeatureOptions xb = x;
     xb.batch_base = static_cast<std::int64_t>(b);
     reference_forward_features(pk.sequence(b), opt, xb, ref_o, ref_lse);
-    reference_forward_features(pk.sequence(b), opt, FeatureOptions{}, plain_ref_o, plain_ref_lse);
+    FeatureOptions plain_x;
+    plain_x.allowed = x.allowed;
+    plain_x.batch_base = xb.batch_base;
+    reference_forward_features(pk.sequence(b), opt, plain_x, plain_ref_o, plain_ref_lse);
     std::vector<double> so(o.begin() + q0 * hd, o.begin() + (q0 + lq) * hd);
     std::vector<double> po(std_o.begin() + q0 * hd, std_o.begin() + (q0 + lq) * hd);
     std::vector<double> sl, pl;
@@ -192,6 +208,20 @@ TEMPLATE_LIST_TEST_CASE("varlen: dropout keyed by sequence index", "[varlen][dro
   x.offset = 11;
   Packed<S, T> pk({50, 3, 0, 81}, {66, 3, 9, 81}, 2, 2, 32);
   check_varlen(pk, opt, x);
+}
+
+TEMPLATE_LIST_TEST_CASE("varlen: with a per-sequence block mask built for the maximal lengths", "[varlen][block_sparse]",
+                        HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  Packed<S, T> pk({100, 33, 0, 64}, {80, 96, 5, 17}, 2, 1, 32);
+  std::bernoulli_distribution on(0.5);
+  std::vector<std::uint8_t> blocks(4 * 2 * 4 * 3);  // [4 sequences][2 heads][100/32 -> 4][96/32 -> 3]
+  for (auto& x : blocks) x = on(rng());
+  const kfa::BlockMask m = kfa::BlockMask::from_blocks({100, 96, 32, 32, 4, 2}, blocks);
+  RefOptions opt;
+  opt.causal = GENERATE(false, true);
+  check_varlen(pk, opt, {}, &m);
 }
 
 TEST_CASE("varlen: equal lengths give the padded batch's result bit for bit", "[varlen]") {
