@@ -23,7 +23,7 @@ void run_probabilities(const ExecSpace& exec, const ForwardArgs& a, Matrix4 prob
   const DropoutKey key = derive_dropout_key(sc.seed, sc.offset);
   const std::uint32_t threshold = dropout_threshold(sc.dropout_p);
   const std::int64_t group = s.heads / s.heads_kv;
-  auto at = [](const Matrix4& m, std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) {
+  auto at = KOKKOS_LAMBDA(const Matrix4& m, std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) {
     return b * m.stride[0] + h * m.stride[1] + i * m.stride[2] + j * m.stride[3];
   };
   Kokkos::parallel_for("kfa::debug::probabilities", Kokkos::RangePolicy<ExecSpace>(exec, 0, s.batch * s.heads * s.seqlen_q),

@@ -75,9 +75,9 @@ struct ForwardKernel {
 
     const detail::VisibleRange keys = detail::visible_keys(row0, row0 + rows, s, a.score);
     const Dropout dropout(a.score);
-    KvTileWalk walk(a.score.blocks, b, h, row0, keys, bc);
-    for (KvTile tile; walk.next(tile);) {
-      const std::int64_t kt = tile.kt;
+    TileWalk walk = TileWalk::rows(a.score.blocks, b, h, row0, keys, bc);
+    for (TileStep tile; walk.next(tile);) {
+      const std::int64_t kt = tile.index;
       const std::int64_t col0 = kt * bc;
       const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bc, s.seqlen_k - col0));
       team.team_barrier();  // previous P V product is done with kts / vs / ss
@@ -177,7 +177,7 @@ template <class ExecSpace, class T>
 void run_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
   using K = ForwardKernel<ExecSpace, T>;
   K kernel{args, choose_tiles(exec, args.shape.head_dim, args.shape.seqlen_q, &K::scratch_bytes), 0};
-  fit_tiles_to_block_mask(kernel.tc, args.score.blocks);
+  fit_tiles_to_block_mask(kernel.tc.br, kernel.tc.bc, args.score.blocks);
   kernel.n_qtiles = (args.shape.seqlen_q + kernel.tc.br - 1) / kernel.tc.br;
   const std::int64_t league = args.shape.batch * args.shape.heads * kernel.n_qtiles;
   Kokkos::TeamPolicy<ExecSpace, Kokkos::Schedule<Kokkos::Dynamic>> policy(exec, league, kernel.tc.team_size);
