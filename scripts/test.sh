@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds kfa and runs every test suite this machine can run:
 #   1. the host suites (Serial + OpenMP) in a Release build,
-#   2. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer,
-#   3. an install + a tiny consumer project that does find_package(kfa),
+#   2. an install + a tiny consumer project that does find_package(kfa),
+#   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer,
 #   4. with an NVIDIA GPU present: a Kokkos-CUDA build with the native CUDA backend and its suites.
 # Dependencies come from an installed Kokkos/Catch2, else ../shared/deps, else the upstream release.
 # Environment: KFA_BUILD_ROOT (default ./build), KFA_SKIP_SANITIZERS=1, KFA_CMAKE_ARGS (extra args).
@@ -21,21 +21,23 @@ cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${ext
 cmake --build "$out/release" --parallel "$jobs"
 ctest --test-dir "$out/release" --output-on-failure
 
-if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
-  step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
-  san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-  cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF "${extra[@]}"
-  cmake --build "$out/sanitize" --parallel "$jobs"
-  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure
-fi
-
 step "Install, then build and run a consumer through find_package(kfa)"
 cmake --install "$out/release" --prefix "$out/install" >/dev/null
 cmake -S "$root/examples/consumer" -B "$out/consumer" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$out/install"
 cmake --build "$out/consumer" --parallel "$jobs"
 "$out/consumer/kfa-consumer"
+
+if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
+  # Kokkos and Catch2 come from the install above, so only kfa and its tests are instrumented.
+  san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+  cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF \
+    -DCMAKE_PREFIX_PATH="$out/install" "${extra[@]}"
+  cmake --build "$out/sanitize" --parallel "$jobs"
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure
+fi
 
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend"
