@@ -35,7 +35,7 @@ inline void check_block_mask(const BlockMask& m, const Shape& s) {
 
 template <class MemSpace>
 struct BlockMaskCopy {
-  std::vector<Kokkos::View<std::byte*, MemSpace>> arrays;
+  std::vector<Kokkos::View<char*, MemSpace>> arrays;
 };
 
 /// The mask's arrays in ExecSpace's memory (cached for non-host spaces).
@@ -55,9 +55,9 @@ BlockSparseSpec block_sparse_spec(const ExecSpace& exec, const BlockMask& m) {
     if (!copy) {
       copy = std::make_shared<BlockMaskCopy<Mem>>();
       for (const auto& a : host) {
-        Kokkos::View<std::byte*, Mem> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "kfa::block_mask"), a.bytes);
-        Kokkos::View<const std::byte*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(
-            static_cast<const std::byte*>(a.data), a.bytes);
+        Kokkos::View<char*, Mem> d(Kokkos::view_alloc(Kokkos::WithoutInitializing, "kfa::block_mask"), a.bytes);
+        Kokkos::View<const char*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(
+            static_cast<const char*>(a.data), a.bytes);
         if (a.bytes) Kokkos::deep_copy(exec, d, h);
         copy->arrays.push_back(d);
       }
