@@ -1,5 +1,6 @@
 #pragma once
 // kfa: exact attention, computed IO-aware (FlashAttention), on any Kokkos execution space.
+#include "kfa/backward.hpp"
 #include "kfa/block_mask.hpp"
 #include "kfa/debug.hpp"
 #include "kfa/error.hpp"

@@ -2,6 +2,7 @@
 // Backend-neutral description of one attention call: raw pointers, 64-bit element strides and
 // the resolved options. This is the launcher contract between the dispatcher (src/) and every
 // implementation (the portable Kokkos algorithm, backends/cuda, backends/hip); it has no Kokkos in it.
+#include <cstddef>
 #include <cstdint>
 
 #include "kfa/detail/feature_args.hpp"
@@ -67,6 +68,7 @@ struct BackwardArgs {
   Varlen varlen;
   bool deterministic = false;
   void* workspace = nullptr;  // device memory of backward_workspace_bytes(); nullptr: kfa allocates
+  std::size_t workspace_bytes = 0;
 };
 
 }  // namespace kfa::detail

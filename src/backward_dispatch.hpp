@@ -1,0 +1,62 @@
+#pragma once
+// backward_dispatch<ExecSpace>: options and workspace are checked (nothing is written before), the
+// workspace is allocated when the caller gave none, then the portable backward runs.
+#include <Kokkos_Core.hpp>
+
+#include <string>
+
+#include "kfa/backward.hpp"
+#include "portable/backward.hpp"
+#include "score_spec.hpp"
+
+namespace kfa::detail {
+
+template <class ExecSpace>
+void run_portable_backward(const ExecSpace& exec, const BackwardArgs& a, const BackwardWorkspaceLayout& ws) {
+  switch (a.dtype) {
+    case DType::f32: portable::run_backward<ExecSpace, float>(exec, a, ws); break;
+    case DType::f64: portable::run_backward<ExecSpace, double>(exec, a, ws); break;
+    case DType::f16: portable::run_backward<ExecSpace, Kokkos::Experimental::half_t>(exec, a, ws); break;
+    case DType::bf16: portable::run_backward<ExecSpace, Kokkos::Experimental::bhalf_t>(exec, a, ws); break;
+  }
+}
+
+template <class ExecSpace>
+void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Params& params) {
+  using Mem = typename ExecSpace::memory_space;
+  BackwardArgs a = args;
+  a.score = resolve_score(params, a.shape);
+  a.deterministic = params.deterministic;
+  if (requested_backend(params) == Backend::native)
+    throw Error("no native backward kernel on this execution space (use the portable backend)");
+  const BackwardWorkspaceLayout ws =
+      backward_workspace_layout(a.dtype, a.shape, a.deterministic, !params.alibi_slopes.empty());
+  if (a.workspace != nullptr && a.workspace_bytes < ws.total)
+    throw Error("workspace has " + std::to_string(a.workspace_bytes) + " bytes; this call needs " +
+                std::to_string(ws.total) + " (kfa::backward_workspace_bytes)");
+
+  Kokkos::View<char*, Mem> owned;
+  if (a.workspace == nullptr) {
+    owned = Kokkos::View<char*, Mem>(Kokkos::view_alloc(exec, Kokkos::WithoutInitializing, "kfa::backward_workspace"),
+                                     ws.total);
+    a.workspace = owned.data();
+    a.workspace_bytes = ws.total;
+  }
+  if (ws.has_slopes) {
+    float* slopes = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + ws.slopes);
+    Kokkos::View<float*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> d(slopes, params.alibi_slopes.size());
+    Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(
+        params.alibi_slopes.data(), params.alibi_slopes.size());
+    Kokkos::deep_copy(exec, d, h);
+    a.score.alibi_slopes = slopes;
+  }
+  run_portable_backward(exec, a, ws);
+  // An owned workspace is freed on return, and the slopes' host source belongs to the caller.
+  if (owned.data() != nullptr || ws.has_slopes) exec.fence("kfa::backward: release the workspace");
+}
+
+}  // namespace kfa::detail
+
+#define KFA_INSTANTIATE_BACKWARD(SPACE) \
+  template void kfa::detail::backward_dispatch<SPACE>(const SPACE&, const kfa::detail::BackwardArgs&, \
+                                                    const kfa::Params&);
