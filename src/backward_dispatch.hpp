@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "block_mask_device.hpp"
 #include "kfa/backward.hpp"
 #include "portable/backward.hpp"
 #include "score_spec.hpp"
@@ -26,6 +27,7 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
   using Mem = typename ExecSpace::memory_space;
   BackwardArgs a = args;
   a.score = resolve_score(params, a.shape);
+  resolve_block_mask(exec, params, a.shape, a.score);
   a.deterministic = params.deterministic;
   if (requested_backend(params) == Backend::native)
     throw Error("no native backward kernel on this execution space (use the portable backend)");

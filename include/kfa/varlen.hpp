@@ -141,3 +141,68 @@ void forward_varlen(const ExecSpace& exec, const Q& q, const K& k, const V& v, c
 }
 
 }  // namespace kfa
+
+#include "kfa/backward.hpp"
+
+namespace kfa {
+
+/// Gradients of forward_varlen (same packing):
+///   dout, out [total_q, heads, head_dim]; lse [heads, total_q] as forward_varlen wrote it;
+///   dq [total_q, heads, head_dim], dk, dv [total_k, heads_kv, head_dim] (written; keys no query sees get 0).
+/// Same Params as the forward call (dropout regenerates the forward's mask). Allocates its workspace
+/// (sized for batch x max_seqlen_q rows) and waits for its kernels before it returns.
+template <class ExecSpace, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV,
+          class CuQ, class CuK>
+void backward_varlen(const ExecSpace& exec, const DO& dout, const Q& q, const K& k, const V& v, const O& out,
+                     const L& lse, const DQ& dq, const DK& dk, const DV& dv, const CuQ& cu_seqlens_q,
+                     const CuK& cu_seqlens_k, std::int64_t max_seqlen_q, std::int64_t max_seqlen_k,
+                     const Params& params = {}) {
+  using T = typename Q::non_const_value_type;
+  using namespace kfa::detail;
+  const ForwardArgs f = varlen_args<ExecSpace>(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
+  static_assert(std::is_same_v<typename DO::non_const_value_type, T> && std::is_same_v<typename O::non_const_value_type, T>,
+                "kfa: dout and out must hold q's element type");
+  static_assert(std::is_same_v<typename DQ::value_type, T> && std::is_same_v<typename DK::value_type, T> &&
+                    std::is_same_v<typename DV::value_type, T>,
+                "kfa: dq, dk and dv must be writable Views of q's element type");
+  static_assert(std::is_same_v<typename L::non_const_value_type, lse_type<T>>,
+                "kfa: lse must hold kfa::lse_type<T> (float, or double for double inputs)");
+  const std::int64_t tq = q.extent(0), tk = k.extent(0), h = f.shape.heads, hk = f.shape.heads_kv, d = f.shape.head_dim;
+  check_packed_view<ExecSpace>(dout, "dout", 3);
+  check_packed_view<ExecSpace>(out, "out", 3);
+  check_packed_view<ExecSpace>(lse, "lse", 2);
+  check_packed_view<ExecSpace>(dq, "dq", 3);
+  check_packed_view<ExecSpace>(dk, "dk", 3);
+  check_packed_view<ExecSpace>(dv, "dv", 3);
+  check_extents(dout, "dout", {tq, h, d}, "[total_q, heads, head_dim]");
+  check_extents(out, "out", {tq, h, d}, "[total_q, heads, head_dim]");
+  check_extents(lse, "lse", {h, tq}, "[heads, total_q]");
+  check_extents(dq, "dq", {tq, h, d}, "[total_q, heads, head_dim]");
+  check_extents(dk, "dk", {tk, hk, d}, "[total_k, heads_kv, head_dim]");
+  check_extents(dv, "dv", {tk, hk, d}, "[total_k, heads_kv, head_dim]");
+  pairwise([&](const auto& g, const char* gn) {
+    pairwise([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); },
+             dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
+  }, dq, "dq", dk, "dk", dv, "dv");
+  check_no_overlap(dq, "dq", dk, "dk");
+  check_no_overlap(dq, "dq", dv, "dv");
+  check_no_overlap(dk, "dk", dv, "dv");
+  BackwardArgs a;
+  a.dtype = f.dtype;
+  a.shape = f.shape;
+  a.q = f.q;
+  a.k = f.k;
+  a.v = f.v;
+  a.varlen = f.varlen;
+  a.dout = packed_tensor4(dout);
+  a.o = packed_tensor4(out);
+  a.dq = packed_tensor4(dq);
+  a.dk = packed_tensor4(dk);
+  a.dv = packed_tensor4(dv);
+  a.lse = {const_cast<void*>(static_cast<const void*>(lse.data())), 0, static_cast<std::int64_t>(lse.stride(0)),
+           static_cast<std::int64_t>(lse.stride(1))};
+  if (tq == 0 && tk == 0) return;  // nothing to compute
+  backward_dispatch(exec, a, params);
+}
+
+}  // namespace kfa

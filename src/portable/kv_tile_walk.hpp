@@ -109,6 +109,20 @@ class TileWalk {
   const std::uint32_t* bits_ = nullptr;
 };
 
+/// Zeroes P and dS where a partial mask block's bitmask excludes the element (the backward computes
+/// whole tile lines first). QueryInner: the line runs over rows i0 + e at column j0, else over columns.
+template <bool QueryInner, class Acc>
+KOKKOS_INLINE_FUNCTION void zero_outside_bits(const detail::BlockSparseSpec& m, const std::uint32_t* bits, Acc* s,
+                                              Acc* ds, int n, std::int64_t i0, std::int64_t j0) {
+  for (int e = 0; e < n; ++e) {
+    const std::int64_t i = QueryInner ? i0 + e : i0, j = QueryInner ? j0 : j0 + e;
+    if (!detail::partial_bit(m, bits, i, j)) {
+      s[e] = Acc(0);
+      ds[e] = Acc(0);
+    }
+  }
+}
+
 /// With a block mask, kernel tiles must divide the mask's blocks: the largest power of two (at most
 /// the chosen tile) that divides the block size. Block sizes are multiples of 16, so tiles stay >= 16.
 /// `q_tile` / `k_tile` are the config's query and key tile sizes (their names differ between kernels).

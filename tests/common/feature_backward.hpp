@@ -5,13 +5,10 @@
 #include <cmath>
 #include <vector>
 
+#include "backward_harness.hpp"
 #include "feature_reference.hpp"
 
 namespace kfa::test {
-
-struct HostGrads {
-  std::vector<double> dq, dk, dv;  // [b, s, h, d] like q / k / v
-};
 
 inline void reference_backward_features(const HostQKV& in, const RefOptions& opt, const FeatureOptions& x,
                                         const std::vector<double>& dout, HostGrads& g) {
@@ -69,13 +66,38 @@ inline void reference_backward_features(const HostQKV& in, const RefOptions& opt
 }
 
 /// sum(O * dout) of the feature reference (for finite differences).
-inline double reference_loss(const HostQKV& in, const RefOptions& opt, const FeatureOptions& x,
+inline double reference_loss_features(const HostQKV& in, const RefOptions& opt, const FeatureOptions& x,
                              const std::vector<double>& dout) {
   std::vector<double> o, lse;
   reference_forward_features(in, opt, x, o, lse);
   double l = 0;
   for (std::size_t e = 0; e < o.size(); ++e) l += o[e] * dout[e];
   return l;
+}
+
+/// kfa::backward and the standard backward with `params` (features included) on one random problem,
+/// against the fp64 feature gradients, with the backward tolerance rule of backward_harness.hpp.
+template <class Space, class T>
+void check_backward_features(const Dims& n, const RefOptions& opt, const Params& params, const FeatureOptions& x,
+                             const std::string& what) {
+  BackwardProblem<Space, T> p(n, opt);
+  p.forward(params);
+  HostGrads ref;
+  reference_backward_features(p.fwd.host, opt, x, p.dout_host, ref);
+  const HostGrads plain = p.standard_backward(params);
+  const HostGrads got = p.backward(params);
+  INFO(what << ": " << type_name<T>() << " b" << n.batch << " sq" << n.seqlen_q << " sk" << n.seqlen_k << " h"
+            << n.heads << "/" << n.heads_kv << " d" << n.head_dim << " causal " << opt.causal << " dropout "
+            << x.dropout_p << " deterministic " << params.deterministic);
+  const std::vector<double>* r[3] = {&ref.dq, &ref.dk, &ref.dv};
+  const std::vector<double>* g[3] = {&got.dq, &got.dk, &got.dv};
+  const std::vector<double>* s[3] = {&plain.dq, &plain.dk, &plain.dv};
+  const char* names[3] = {"dq", "dk", "dv"};
+  for (int t = 0; t < 3; ++t) {
+    const double e = max_abs_diff(*g[t], *r[t]), pe = max_abs_diff(*s[t], *r[t]);
+    INFO(names[t] << " error " << e << " (standard " << pe << "), max |grad| " << max_abs(*r[t]));
+    CHECK(e <= 2 * pe + backward_eps<T>() * std::max(1.0, max_abs(*r[t])));
+  }
 }
 
 }  // namespace kfa::test

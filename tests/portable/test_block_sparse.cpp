@@ -3,7 +3,7 @@
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
-#include "feature_reference.hpp"
+#include "feature_backward.hpp"
 #include "spaces.hpp"
 
 using namespace kfa::test;
@@ -206,4 +206,48 @@ TEST_CASE("block-sparse: invalid masks are rejected with a clear error", "[block
   std::vector<double> o, l;
   p.read(o, l);
   for (double v : o) REQUIRE(std::isnan(v));  // nothing written
+}
+
+// ---- backward ----
+
+TEMPLATE_LIST_TEST_CASE("block-sparse: backward with random block matrices, broadcast, GQA, causal", "[block_sparse][backward]",
+                        HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  const auto [bq, bk] = GENERATE(table<std::int64_t, std::int64_t>({{64, 64}, {16, 48}, {128, 32}}));
+  const Dims n{2, 150, 201, 4, 2, 32};
+  const std::int64_t mh = GENERATE(1, 4);
+  RandomBlocks rb({n.seqlen_q, n.seqlen_k, bq, bk, 2, mh}, 0.5);
+  const kfa::BlockMask mask = kfa::BlockMask::from_blocks(rb.shape, rb.blocks);
+  FeatureOptions x;
+  x.allowed = [&](std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) { return rb.allowed(b, h, i, j); };
+  RefOptions opt;
+  opt.causal = GENERATE(false, true);
+  kfa::Params params = to_params(opt);
+  params.block_mask = &mask;
+  params.deterministic = GENERATE(false, true);
+  check_backward_features<S, T>(n, opt, params, x, "random blocks backward");
+}
+
+TEMPLATE_LIST_TEST_CASE("block-sparse: backward with partial blocks (element masks)", "[block_sparse][backward]", HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  const Dims n{1, 133, 97, 2, 1, 48};
+  std::vector<std::uint8_t> bits(n.heads * n.seqlen_q * n.seqlen_k);
+  std::bernoulli_distribution on(0.6);
+  for (auto& b : bits) b = on(rng());
+  auto allowed = [&](std::int64_t, std::int64_t h, std::int64_t i, std::int64_t j) {
+    if (j / 32 == 1) return false;
+    if (i / 32 == 2 && j / 32 == 0) return true;
+    return bits[(h * n.seqlen_q + i) * n.seqlen_k + j] != 0;
+  };
+  const kfa::BlockMask mask = kfa::BlockMask::from_element_mask({n.seqlen_q, n.seqlen_k, 32, 32, 1, n.heads}, allowed);
+  FeatureOptions x;
+  x.allowed = allowed;
+  RefOptions opt;
+  opt.softcap = GENERATE(0.0, 5.0);
+  kfa::Params params = to_params(opt);
+  params.block_mask = &mask;
+  params.deterministic = GENERATE(false, true);
+  check_backward_features<S, T>(n, opt, params, x, "element mask backward");
 }

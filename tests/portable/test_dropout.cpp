@@ -4,7 +4,7 @@
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
 
-#include "feature_reference.hpp"
+#include "feature_backward.hpp"
 #include "spaces.hpp"
 
 using namespace kfa::test;
@@ -193,4 +193,78 @@ TEST_CASE("dropout: invalid probability is rejected", "[dropout][errors]") {
     params.dropout_p = bad;
     CHECK_THROWS_WITH(kfa::forward(S(), p.q, p.k, p.v, p.o, p.lse, params), ContainsSubstring("dropout_p must be in [0, 1)"));
   }
+}
+
+// ---- backward ----
+
+TEST_CASE("dropout: the fp64 reference gradients match finite differences with the mask fixed", "[dropout][backward]") {
+  const Dims n{1, 6, 9, 2, 1, 4};
+  RefOptions opt;
+  opt.causal = true;
+  opt.softcap = GENERATE(0.0, 2.0);
+  FeatureOptions x = dropout(0.4, 5, 2);
+  HostQKV in;
+  in.n = n;
+  std::normal_distribution<double> dist(0.0, 1.0);
+  for (auto* t : {&in.q, &in.k, &in.v}) {
+    t->resize((t == &in.q ? n.seqlen_q * n.heads : n.seqlen_k * n.heads_kv) * n.head_dim);
+    for (double& e : *t) e = dist(rng());
+  }
+  std::vector<double> dout(n.seqlen_q * n.heads * n.head_dim);
+  for (double& e : dout) e = dist(rng());
+  HostGrads g;
+  reference_backward_features(in, opt, x, dout, g);
+  const double eps = 1e-6;
+  double worst = 0, scale = 0;
+  auto probe = [&](std::vector<double>& t, const std::vector<double>& grad) {
+    for (std::size_t e = 0; e < t.size(); ++e) {
+      const double keep = t[e];
+      t[e] = keep + eps;
+      const double up = reference_loss_features(in, opt, x, dout);
+      t[e] = keep - eps;
+      const double down = reference_loss_features(in, opt, x, dout);
+      t[e] = keep;
+      worst = std::max(worst, std::abs((up - down) / (2 * eps) - grad[e]));
+      scale = std::max(scale, std::abs(grad[e]));
+    }
+  };
+  probe(in.q, g.dq);
+  probe(in.k, g.dk);
+  probe(in.v, g.dv);
+  INFO("worst finite-difference gap " << worst << ", max |grad| " << scale);
+  CHECK(scale > 0.1);
+  CHECK(worst < 1e-6 * std::max(1.0, scale));
+}
+
+TEMPLATE_LIST_TEST_CASE("dropout: backward against the fp64 reference with the same mask", "[dropout][backward]",
+                        HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  const auto [sq, sk, heads_kv] = GENERATE(table<std::int64_t, std::int64_t, std::int64_t>({{77, 131, 1}, {129, 64, 2}}));
+  RefOptions opt;
+  opt.causal = GENERATE(false, true);
+  const FeatureOptions x = dropout(0.3, rng()(), rng()());
+  kfa::Params params = with_dropout(opt, x);
+  params.deterministic = GENERATE(false, true);
+  check_backward_features<S, T>({2, sq, sk, 4, heads_kv, 32}, opt, params, x, "dropout backward");
+}
+
+TEMPLATE_LIST_TEST_CASE("dropout: backward with softcap, ALiBi, window and a block mask", "[dropout][backward]",
+                        HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  RefOptions opt;
+  opt.window_left = 30;
+  opt.softcap = 4.0;
+  opt.alibi = {0.1f, 0.03f};
+  FeatureOptions x = dropout(0.25, 42, 7);
+  const kfa::BlockMask m = kfa::BlockMask::strided({90, 110, 16, 32}, 10, 8);
+  x.allowed = [](std::int64_t, std::int64_t, std::int64_t i, std::int64_t j) {
+    const std::int64_t d = i + 20 - j;
+    return d >= 0 && (d <= 10 || j % 8 == 7);
+  };
+  kfa::Params params = with_dropout(opt, x);
+  params.block_mask = &m;
+  params.deterministic = GENERATE(false, true);
+  check_backward_features<S, T>({1, 90, 110, 2, 2, 32}, opt, params, x, "dropout + modifiers + block mask backward");
 }

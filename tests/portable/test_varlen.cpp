@@ -5,7 +5,7 @@
 
 #include <numeric>
 
-#include "feature_reference.hpp"
+#include "feature_backward.hpp"
 #include "spaces.hpp"
 
 using namespace kfa::test;
@@ -267,4 +267,123 @@ TEST_CASE("varlen: invalid prefix sums and extents are rejected before anything 
   std::vector<double> o, l;
   pk.read(o, l);
   for (double x : o) REQUIRE(std::isnan(x));
+}
+
+// ---- backward ----
+
+namespace {
+
+/// forward_varlen then backward_varlen on a packed problem; each sequence's gradients against fp64,
+/// with the per-sequence standard backward as the yardstick (without dropout: scaled as in check_varlen).
+template <class S, class T>
+void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x, bool deterministic) {
+  using Mem = typename S::memory_space;
+  using Pk = Packed<S, T>;
+  kfa::Params params = to_params(opt);
+  params.dropout_p = x.dropout_p;
+  params.seed = x.seed;
+  params.offset = x.offset;
+  params.deterministic = deterministic;
+  const std::int64_t tq = pk.cu_q.back(), tk = pk.cu_k.back(), h = pk.heads, hk = pk.heads_kv, d = pk.d;
+  std::vector<double> dout_host;
+  auto dob = pk.data.fill(tq * h * d, dout_host, 1.0);
+  Kokkos::View<T*, Mem> dqb("dq", tq * h * d), dkb("dk", tk * hk * d), dvb("dv", tk * hk * d);
+  Kokkos::View<T***, Mem> dout(dob.data(), tq, h, d), dq(dqb.data(), tq, h, d), dk(dkb.data(), tk, hk, d),
+      dv(dvb.data(), tk, hk, d);
+  S space;
+  kfa::forward_varlen(space, pk.q, pk.k, pk.v, pk.o, pk.lse, pk.dcu_q, pk.dcu_k, pk.max_q, pk.max_k, params);
+  auto read = [&](const Kokkos::View<T*, Mem>& v) {
+    auto m = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
+    std::vector<double> r(m.size());
+    for (std::size_t e = 0; e < m.size(); ++e) r[e] = static_cast<double>(static_cast<float>(m(e)));
+    if constexpr (std::is_same_v<T, double>)
+      for (std::size_t e = 0; e < m.size(); ++e) r[e] = m(e);
+    return r;
+  };
+  auto poison = [&] {
+    const T nan = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
+    Kokkos::deep_copy(dqb, nan);
+    Kokkos::deep_copy(dkb, nan);
+    Kokkos::deep_copy(dvb, nan);
+  };
+  // the standard backward per sequence, without dropout (LSE does not depend on it)
+  poison();
+  const kfa::Params plain_params = to_params(opt);
+  for (std::size_t b = 0; b < pk.len_q.size(); ++b) {
+    if (pk.len_q[b] == 0 || pk.len_k[b] == 0) continue;
+    auto rq = [&](auto& buf, std::int64_t heads) { return Pk::rows(buf.data(), pk.cu_q[b], pk.len_q[b], heads, d); };
+    auto rk = [&](auto& buf) { return Pk::rows(buf.data(), pk.cu_k[b], pk.len_k[b], hk, d); };
+    kfa::reference::attention_backward(space, rq(dob, h), rq(pk.data.qb, h), rk(pk.data.kb), rk(pk.data.vb),
+                                       rq(pk.data.ob, h), pk.lse_rows(b), rq(dqb, h), rk(dkb), rk(dvb), plain_params);
+  }
+  space.fence();
+  const std::vector<double> pdq = read(dqb), pdk = read(dkb), pdv = read(dvb);
+  poison();
+  kfa::backward_varlen(space, dout, pk.q, pk.k, pk.v, pk.o, pk.lse, dq, dk, dv, pk.dcu_q, pk.dcu_k, pk.max_q, pk.max_k,
+                       params);
+  space.fence();
+  const std::vector<double> gdq = read(dqb), gdk = read(dkb), gdv = read(dvb);
+  const double amp = ref_keep_scale(x);
+  for (std::size_t b = 0; b < pk.len_q.size(); ++b) {
+    const std::int64_t lq = pk.len_q[b], lk = pk.len_k[b], q0 = pk.cu_q[b] * h * d, k0 = pk.cu_k[b] * hk * d;
+    auto slice = [](const std::vector<double>& v, std::int64_t at, std::int64_t n) {
+      return std::vector<double>(v.begin() + at, v.begin() + at + n);
+    };
+    INFO(type_name<T>() << " sequence " << b << ": lq " << lq << " lk " << lk << " heads " << h << "/" << hk
+                        << " causal " << opt.causal << " dropout " << x.dropout_p << " deterministic " << deterministic);
+    if (lq == 0 || lk == 0) {  // nothing to attend: zero gradients
+      CHECK(max_abs_diff(slice(gdq, q0, lq * h * d), std::vector<double>(lq * h * d, 0.0)) == 0.0);
+      CHECK(max_abs_diff(slice(gdk, k0, lk * hk * d), std::vector<double>(lk * hk * d, 0.0)) == 0.0);
+      CHECK(max_abs_diff(slice(gdv, k0, lk * hk * d), std::vector<double>(lk * hk * d, 0.0)) == 0.0);
+      continue;
+    }
+    const HostQKV seq = pk.sequence(b);
+    const std::vector<double> sd = slice(dout_host, q0, lq * h * d);
+    FeatureOptions xb = x;
+    xb.batch_base = static_cast<std::int64_t>(b);
+    HostGrads ref, plain_ref;
+    reference_backward_features(seq, opt, xb, sd, ref);
+    reference_backward_features(seq, opt, FeatureOptions{}, sd, plain_ref);
+    const std::int64_t n[3] = {lq * h * d, lk * hk * d, lk * hk * d}, at[3] = {q0, k0, k0};
+    const std::vector<double>* g[3] = {&gdq, &gdk, &gdv};
+    const std::vector<double>* p[3] = {&pdq, &pdk, &pdv};
+    const std::vector<double>* r[3] = {&ref.dq, &ref.dk, &ref.dv};
+    const std::vector<double>* pr[3] = {&plain_ref.dq, &plain_ref.dk, &plain_ref.dv};
+    const char* names[3] = {"dq", "dk", "dv"};
+    for (int t = 0; t < 3; ++t) {
+      const double e = max_abs_diff(slice(*g[t], at[t], n[t]), *r[t]);
+      const double pe = max_abs_diff(slice(*p[t], at[t], n[t]), *pr[t]);
+      INFO(names[t] << " error " << e << " (standard " << pe << "), max |grad| " << max_abs(*r[t]));
+      CHECK(e <= amp * (2 * pe + backward_eps<T>() * std::max(1.0, max_abs(*r[t]))));
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("varlen: backward with empty sequences, GQA, causal", "[varlen][backward]", HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  const auto [heads, heads_kv] = GENERATE(table<std::int64_t, std::int64_t>({{4, 4}, {4, 1}}));
+  RefOptions opt;
+  opt.causal = GENERATE(false, true);
+  const bool deterministic = GENERATE(false, true);
+  Packed<S, T> pk({37, 0, 130, 5, 64, 1}, {41, 17, 129, 0, 70, 1}, heads, heads_kv, 32);
+  check_varlen_backward(pk, opt, {}, deterministic);
+}
+
+TEMPLATE_LIST_TEST_CASE("varlen: backward with window, softcap, ALiBi and dropout", "[varlen][backward][dropout]",
+                        HostCases) {
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  RefOptions opt;
+  opt.window_left = 25;
+  opt.softcap = 6.0;
+  opt.alibi = {0.2f, 0.05f};
+  FeatureOptions x;
+  x.dropout_p = GENERATE(0.0, 0.3);
+  x.seed = 3;
+  x.offset = 4;
+  Packed<S, T> pk({90, 33, 1, 70}, {77, 50, 20, 70}, 2, 1, 48);
+  check_varlen_backward(pk, opt, x, GENERATE(false, true));
 }

@@ -48,6 +48,8 @@ struct ScoreSpec {
   float dropout_p = 0.0f;
   std::uint64_t seed = 0, offset = 0;
   BlockSparseSpec blocks;                 // block-sparse layout; disabled = dense
+  std::int64_t batch_base = 0;            // added to the batch index by dropout and block masks (a packed
+                                          // sequence run alone as batch 0 keeps its sequence index)
 };
 
 struct ForwardArgs {
