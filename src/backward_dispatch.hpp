@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "block_mask_device.hpp"
 #include "kfa/backward.hpp"
 #include "native_backend.hpp"
 #include "portable/backward.hpp"
@@ -28,10 +29,11 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
   using Mem = typename ExecSpace::memory_space;
   BackwardArgs a = args;
   a.score = resolve_score(params, a.shape);
+  resolve_block_mask(exec, params, a.shape, a.score);
   a.deterministic = params.deterministic;
   const Backend want = requested_backend(params);
   using Native = NativeBackend<ExecSpace>;
-  const bool native_ok = Native::available && Native::supports_backward(a);
+  const bool native_ok = Native::available && !portable_only(a.score, a.varlen) && Native::supports_backward(a);
   if (want == Backend::native && !native_ok)
     throw Error(std::string("no native backward kernel for this case (dtype ") + dtype_name(a.dtype) +
                 ", head_dim " + std::to_string(a.shape.head_dim) + ") on this execution space");
