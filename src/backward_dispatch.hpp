@@ -1,11 +1,14 @@
 #pragma once
 // backward_dispatch<ExecSpace>: options and workspace are checked (nothing is written before), the
-// workspace is allocated when the caller gave none, then the portable backward runs.
+// workspace is allocated when the caller gave none, then the native backward runs when the build
+// has one for this execution space and it supports the case, otherwise the portable backward.
 #include <Kokkos_Core.hpp>
 
 #include <string>
 
+#include "block_mask_device.hpp"
 #include "kfa/backward.hpp"
+#include "native_backend.hpp"
 #include "portable/backward.hpp"
 #include "score_spec.hpp"
 
@@ -26,9 +29,14 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
   using Mem = typename ExecSpace::memory_space;
   BackwardArgs a = args;
   a.score = resolve_score(params, a.shape);
+  resolve_block_mask(exec, params, a.shape, a.score);
   a.deterministic = params.deterministic;
-  if (requested_backend(params) == Backend::native)
-    throw Error("no native backward kernel on this execution space (use the portable backend)");
+  const Backend want = requested_backend(params);
+  using Native = NativeBackend<ExecSpace>;
+  const bool native_ok = Native::available && !portable_only(a.score, a.varlen) && Native::supports_backward(a);
+  if (want == Backend::native && !native_ok)
+    throw Error(std::string("no native backward kernel for this case (dtype ") + dtype_name(a.dtype) +
+                ", head_dim " + std::to_string(a.shape.head_dim) + ") on this execution space");
   const BackwardWorkspaceLayout ws =
       backward_workspace_layout(a.dtype, a.shape, a.deterministic, !params.alibi_slopes.empty());
   if (a.workspace != nullptr && a.workspace_bytes < ws.total)
@@ -50,7 +58,10 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
     Kokkos::deep_copy(exec, d, h);
     a.score.alibi_slopes = slopes;
   }
-  run_portable_backward(exec, a, ws);
+  if (native_ok && want != Backend::portable)
+    Native::backward(exec, a);
+  else
+    run_portable_backward(exec, a, ws);
   // An owned workspace is freed on return, and the slopes' host source belongs to the caller.
   if (owned.data() != nullptr || ws.has_slopes) exec.fence("kfa::backward: release the workspace");
 }

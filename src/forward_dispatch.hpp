@@ -3,6 +3,7 @@
 // one for this execution space and it supports the case; otherwise the portable algorithm.
 #include <Kokkos_Core.hpp>
 
+#include "block_mask_device.hpp"
 #include "kfa/forward.hpp"
 #include "native_backend.hpp"
 #include "portable/forward_kernel.hpp"
@@ -24,14 +25,16 @@ template <class ExecSpace>
 void forward_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
   ForwardArgs a = args;
   a.score = resolve_score(params, a.shape);
+  resolve_block_mask(exec, params, a.shape, a.score);
   const Backend want = requested_backend(params);
   using Native = NativeBackend<ExecSpace>;
-  const bool native_ok = Native::available && Native::supports(a);
+  // The slopes pointer is set before asking the native kernel, which may not handle ALiBi.
+  auto slopes = device_slopes(exec, params);
+  a.score.alibi_slopes = slopes.data();
+  const bool native_ok = Native::available && !portable_only(a.score, a.varlen) && Native::supports(a);
   if (want == Backend::native && !native_ok)
     throw Error(std::string("no native kernel for this case (dtype ") + dtype_name(a.dtype) + ", head_dim " +
                 std::to_string(a.shape.head_dim) + ") on this execution space");
-  auto slopes = device_slopes(exec, params);
-  a.score.alibi_slopes = slopes.data();
   if (native_ok && want != Backend::portable)
     Native::forward(exec, a);
   else

@@ -10,6 +10,15 @@ struct NativeBackend {
   static constexpr bool available = false;
   static bool supports(const ForwardArgs&) { return false; }
   static void forward(const ExecSpace&, const ForwardArgs&) {}
+  static bool supports_backward(const BackwardArgs&) { return false; }
+  static void backward(const ExecSpace&, const BackwardArgs&) {}
 };
 
 }  // namespace kfa::detail
+
+#ifdef KFA_HAS_CUDA_BACKEND
+#include "native_cuda.hpp"
+#endif
+#ifdef KFA_HAS_HIP_BACKEND
+#include "native_hip.hpp"
+#endif

@@ -32,8 +32,6 @@ inline ScoreSpec resolve_score(const Params& p, const Shape& s) {
     throw Error("alibi_slopes has " + std::to_string(p.alibi_slopes.size()) + " entries, expected heads = " +
                 std::to_string(s.heads));
   if (!(p.dropout_p >= 0.0 && p.dropout_p < 1.0)) throw Error("dropout_p must be in [0, 1)");
-  if (p.dropout_p > 0.0) throw Error("dropout is not supported yet");
-  if (p.block_mask != nullptr) throw Error("block-sparse attention is not supported yet");
   sc.dropout_p = static_cast<float>(p.dropout_p);
   sc.seed = p.seed;
   sc.offset = p.offset;

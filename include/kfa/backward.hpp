@@ -1,4 +1,5 @@
 #pragma once
+// kfa::backward: gradients of exact attention by recomputation, and its workspace query.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -30,13 +31,13 @@ void check_like(const View& v, const char* name, const Shape& s, bool like_k) {
     check_extents(v, name, {s.batch, s.seqlen_q, s.heads, s.head_dim}, "[batch, seqlen_q, heads, head_dim]");
 }
 
-/// Calls f(view, name) for each (view, name) pair.
+/// Calls f(view, name) for each (view, name) pair of the argument list.
 template <class F>
-void pairwise(const F&) {}
+void for_each_named(const F&) {}
 template <class F, class V, class... Rest>
-void pairwise(const F& f, const V& v, const char* name, const Rest&... rest) {
+void for_each_named(const F& f, const V& v, const char* name, const Rest&... rest) {
   f(v, name);
-  pairwise(f, rest...);
+  for_each_named(f, rest...);
 }
 
 /// Checks a backward call's Views and describes them for the launchers (kfa::Error when invalid).
@@ -54,8 +55,8 @@ BackwardArgs backward_args(const DO& dout, const Q& q, const K& k, const V& v, c
   check_like<ExecSpace, T, true>(dq, "dq", s, false);
   check_like<ExecSpace, T, true>(dk, "dk", s, true);
   check_like<ExecSpace, T, true>(dv, "dv", s, true);
-  pairwise([&](const auto& g, const char* gn) {
-    pairwise([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); },
+  for_each_named([&](const auto& g, const char* gn) {
+    for_each_named([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); },
              dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
   }, dq, "dq", dk, "dk", dv, "dv");
   check_no_overlap(dq, "dq", dk, "dk");
@@ -87,7 +88,7 @@ void attach_workspace(BackwardArgs& a, const W& w, const Args&... args_and_names
   if (w.data() == nullptr) throw Error("workspace is not allocated (null data)");
   if (!w.span_is_contiguous()) throw Error("workspace must be contiguous");
   if (reinterpret_cast<std::uintptr_t>(w.data()) % 8 != 0) throw Error("workspace must be 8-byte aligned");
-  pairwise([&](const auto& x, const char* xn) { check_no_overlap(w, "workspace", x, xn); }, args_and_names...);
+  for_each_named([&](const auto& x, const char* xn) { check_no_overlap(w, "workspace", x, xn); }, args_and_names...);
   a.workspace = static_cast<void*>(w.data());
   a.workspace_bytes = w.span() * sizeof(typename W::value_type);
 }

@@ -9,7 +9,10 @@
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "portable/backward_scores.hpp"
+#include "portable/dropout.hpp"
+#include "portable/kv_tile_walk.hpp"
 #include "portable/math.hpp"
+#include "portable/sequence.hpp"
 #include "portable/tile_config.hpp"
 #include "portable/tile_gemm.hpp"
 #include "portable/tile_io.hpp"
@@ -36,12 +39,20 @@ struct BackwardDqKernel {
   }
 
   KOKKOS_FUNCTION void operator()(const Member& team) const {
-    const detail::Shape& s = a.shape;
-    const int bq = tc.br, bk = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     const std::int64_t idx = team.league_rank();
     const std::int64_t qt = n_qtiles - 1 - idx % n_qtiles;  // the longest (last, under causal) tiles first
     const std::int64_t bh = idx / n_qtiles;
-    const std::int64_t b = bh / s.heads, h = bh % s.heads;
+    const std::int64_t b = bh / a.shape.heads, h = bh % a.shape.heads;
+    if (!a.varlen.enabled()) return q_tile(team, b, h, qt);
+    BackwardDqKernel one = *this;  // packed sequences: sequence b alone, as batch 0 (see sequence.hpp)
+    one.a = sequence_args<T, Acc>(a, b);
+    one.delta = delta + a.varlen.cu_seqlens_q[b] * a.shape.heads;
+    if (qt * tc.br < one.a.shape.seqlen_q) one.q_tile(team, 0, h, qt);
+  }
+
+  KOKKOS_FUNCTION void q_tile(const Member& team, std::int64_t b, std::int64_t h, std::int64_t qt) const {
+    const detail::Shape& s = a.shape;
+    const int bq = tc.br, bk = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     const std::int64_t hk = h / (s.heads / s.heads_kv);
     const std::int64_t row0 = qt * bq;
     const int rows = static_cast<int>(Kokkos::min<std::int64_t>(bq, s.seqlen_q - row0));
@@ -65,9 +76,10 @@ struct BackwardDqKernel {
 
     const ScoreGrad<Acc> grad{s, a.score};
     const detail::VisibleRange keys = detail::visible_keys(row0, row0 + rows, s, a.score);
-    const std::int64_t kt_begin = keys.begin / bk;
-    const std::int64_t kt_end = keys.begin < keys.end ? (keys.end + bk - 1) / bk : kt_begin;
-    for (std::int64_t kt = kt_begin; kt < kt_end; ++kt) {
+    const Dropout dropout(a.score);
+    TileWalk walk = TileWalk::rows(a.score.blocks, b + a.score.batch_base, h, row0, keys, bk);
+    for (TileStep tile; walk.next(tile);) {
+      const std::int64_t kt = tile.index;
       const std::int64_t col0 = kt * bk;
       const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bk, s.seqlen_k - col0));
       team.team_barrier();  // the previous dQ product is done with ks / dps
@@ -78,7 +90,7 @@ struct BackwardDqKernel {
       tile_gemm<B::rm, B::rn, false>(team, bq, bk, dp, qs, dp, kts, bk, ss, bk);    // S = Q K^T
       tile_gemm<B::rm, B::rn, false>(team, bq, bk, dp, dos, dp, vts, bk, dps, bk);  // dP = dO V^T
       team.team_barrier();
-      const bool masked = !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bk, s, a.score);
+      const bool masked = tile.bits || !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bk, s, a.score);
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, bq), [&](int r) {
         const std::int64_t i = row0 + r;
         int lo = 0, hi = bk;
@@ -86,7 +98,9 @@ struct BackwardDqKernel {
           if (i < s.seqlen_q) clamp_to_tile(detail::visible_keys(i, s, a.score), col0, bk, lo, hi);
           else lo = hi = 0;
         }
+        if (dropout.on) dropout.scale_row(dps + r * bk, bk, b, h, i, col0);  // dP of the undropped P
         grad.template line<false>(ss + r * bk, dps + r * bk, bk, lo, hi, i, col0, h, lse_s + r, d_s + r);
+        if (tile.bits) zero_outside_bits<false>(a.score.blocks, tile.bits, ss + r * bk, dps + r * bk, bk, i, col0);
       });
       team.team_barrier();
       tile_gemm<B::rm, B::rn, true>(team, bq, dp, bk, dps, bk, ks, dp, dqs, dp);  // dQ += dS K

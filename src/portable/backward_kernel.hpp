@@ -10,7 +10,10 @@
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "portable/backward_scores.hpp"
+#include "portable/dropout.hpp"
+#include "portable/kv_tile_walk.hpp"
 #include "portable/math.hpp"
+#include "portable/sequence.hpp"
 #include "portable/tile_config.hpp"
 #include "portable/tile_gemm.hpp"
 #include "portable/tile_io.hpp"
@@ -38,13 +41,23 @@ struct BackwardKernel {
   }
 
   KOKKOS_FUNCTION void operator()(const Member& team) const {
-    const detail::Shape& s = a.shape;
-    const int bk = tc.br, bq = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     // Consecutive teams share a KV head; under a causal mask the first key tiles see the most queries
     // and start first.
     const std::int64_t idx = team.league_rank();
     const std::int64_t kt = idx % n_ktiles;
-    const std::int64_t b = (idx / n_ktiles) / s.heads_kv, hk = (idx / n_ktiles) % s.heads_kv;
+    const std::int64_t b = (idx / n_ktiles) / a.shape.heads_kv, hk = (idx / n_ktiles) % a.shape.heads_kv;
+    if (!a.varlen.enabled()) return k_tile(team, b, hk, kt);
+    BackwardKernel one = *this;  // packed sequences: sequence b alone, as batch 0 (see sequence.hpp)
+    one.a = sequence_args<T, Acc>(a, b);
+    const std::int64_t q0 = a.varlen.cu_seqlens_q[b];
+    one.delta = delta + q0 * a.shape.heads;
+    if (dq_acc != nullptr) one.dq_acc = dq_acc + q0 * a.shape.heads * a.shape.head_dim;
+    if (kt * tc.br < one.a.shape.seqlen_k) one.k_tile(team, 0, hk, kt);
+  }
+
+  KOKKOS_FUNCTION void k_tile(const Member& team, std::int64_t b, std::int64_t hk, std::int64_t kt) const {
+    const detail::Shape& s = a.shape;
+    const int bk = tc.br, bq = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     const std::int64_t group = s.heads / s.heads_kv;
     const std::int64_t col0 = kt * bk;
     const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bk, s.seqlen_k - col0));
@@ -74,10 +87,11 @@ struct BackwardKernel {
 
     const ScoreGrad<Acc> grad{s, a.score};
     const detail::VisibleRange queries = detail::visible_queries(col0, col0 + cols, s, a.score);
-    const std::int64_t qt_begin = queries.begin / bq;
-    const std::int64_t qt_end = queries.begin < queries.end ? (queries.end + bq - 1) / bq : qt_begin;
+    const Dropout dropout(a.score);
     for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-      for (std::int64_t qt = qt_begin; qt < qt_end; ++qt) {
+      TileWalk walk = TileWalk::columns(a.score.blocks, b + a.score.batch_base, h, col0, queries, bq);
+      for (TileStep tile; walk.next(tile);) {
+        const std::int64_t qt = tile.index;
         const std::int64_t row0 = qt * bq;
         const int rows = static_cast<int>(Kokkos::min<std::int64_t>(bq, s.seqlen_q - row0));
         team.team_barrier();  // the previous step is done with the query-side tiles
@@ -90,7 +104,7 @@ struct BackwardKernel {
         tile_gemm<B::rm, B::rn, false>(team, bk, bq, dp, ks, dp, qts, bq, st, bq);   // S^T = K Q^T
         tile_gemm<B::rm, B::rn, false>(team, bk, bq, dp, vs, dp, dots, bq, dpt, bq); // dP^T = V dO^T
         team.team_barrier();
-        const bool masked = !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bk, s, a.score);
+        const bool masked = tile.bits || !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bk, s, a.score);
         Kokkos::parallel_for(Kokkos::TeamThreadRange(team, bk), [&](int c) {
           const std::int64_t j = col0 + c;
           int lo = 0, hi = bq;
@@ -98,7 +112,10 @@ struct BackwardKernel {
             if (j < s.seqlen_k) clamp_to_tile(detail::visible_queries(j, j + 1, s, a.score), row0, bq, lo, hi);
             else lo = hi = 0;
           }
+          if (dropout.on) dropout.scale_column(dpt + c * bq, bq, b, h, row0, j);  // dP of the undropped P
           grad.template line<true>(st + c * bq, dpt + c * bq, bq, lo, hi, row0, j, h, lse_s, d_s);
+          if (dropout.on) dropout.scale_column(st + c * bq, bq, b, h, row0, j);   // dV takes the dropped P
+          if (tile.bits) zero_outside_bits<true>(a.score.blocks, tile.bits, st + c * bq, dpt + c * bq, bq, row0, j);
         });
         team.team_barrier();
         tile_gemm<B::rm, B::rn, true>(team, bk, dp, bq, st, bq, dos, dp, dvs, dp);   // dV += P^T dO

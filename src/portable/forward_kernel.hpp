@@ -7,7 +7,10 @@
 
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
+#include "portable/dropout.hpp"
+#include "portable/kv_tile_walk.hpp"
 #include "portable/math.hpp"
+#include "portable/sequence.hpp"
 #include "portable/tile_config.hpp"
 #include "portable/tile_gemm.hpp"
 #include "portable/tile_io.hpp"
@@ -33,13 +36,20 @@ struct ForwardKernel {
   }
 
   KOKKOS_FUNCTION void operator()(const Member& team) const {
-    const detail::Shape& s = a.shape;
-    const int br = tc.br, bc = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     // Consecutive teams share a head (L2 reuse); within a head the longest (last) tiles start first.
     const std::int64_t idx = team.league_rank();
     const std::int64_t qt = n_qtiles - 1 - idx % n_qtiles;
     const std::int64_t bh = idx / n_qtiles;
-    const std::int64_t b = bh / s.heads, h = bh % s.heads;
+    const std::int64_t b = bh / a.shape.heads, h = bh % a.shape.heads;
+    if (!a.varlen.enabled()) return q_tile(team, b, h, qt);
+    ForwardKernel one = *this;  // packed sequences: run on sequence b alone
+    one.a = sequence_args<T, acc_t<T>>(a, b);
+    if (qt * tc.br < one.a.shape.seqlen_q) one.q_tile(team, b, h, qt);
+  }
+
+  KOKKOS_FUNCTION void q_tile(const Member& team, std::int64_t b, std::int64_t h, std::int64_t qt) const {
+    const detail::Shape& s = a.shape;
+    const int br = tc.br, bc = tc.bc, dp = tc.dpad, d = static_cast<int>(s.head_dim);
     const std::int64_t hk = h / (s.heads / s.heads_kv);
     const std::int64_t row0 = qt * br;
     const int rows = static_cast<int>(Kokkos::min<std::int64_t>(br, s.seqlen_q - row0));
@@ -64,9 +74,10 @@ struct ForwardKernel {
     });
 
     const detail::VisibleRange keys = detail::visible_keys(row0, row0 + rows, s, a.score);
-    const std::int64_t kt_begin = keys.begin / bc;
-    const std::int64_t kt_end = keys.begin < keys.end ? (keys.end + bc - 1) / bc : kt_begin;
-    for (std::int64_t kt = kt_begin; kt < kt_end; ++kt) {
+    const Dropout dropout(a.score);
+    TileWalk walk = TileWalk::rows(a.score.blocks, b, h, row0, keys, bc);
+    for (TileStep tile; walk.next(tile);) {
+      const std::int64_t kt = tile.index;
       const std::int64_t col0 = kt * bc;
       const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bc, s.seqlen_k - col0));
       team.team_barrier();  // previous P V product is done with kts / vs / ss
@@ -75,7 +86,7 @@ struct ForwardKernel {
       team.team_barrier();
       tile_gemm<B::rm, B::rn, false>(team, br, bc, dp, qs, dp, kts, bc, ss, bc);
       team.team_barrier();
-      const bool masked = !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bc, s, a.score);
+      const bool masked = tile.bits || !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + bc, s, a.score);
       Kokkos::parallel_for(Kokkos::TeamThreadRange(team, rows), [&](int r) {
         Acc* srow = ss + r * bc;
         if (plain) {
@@ -85,7 +96,7 @@ struct ForwardKernel {
         } else {
           modify_scores(srow, row0 + r, col0, cols, h);
         }
-        if (masked) mask_scores(srow, row0 + r, col0, bc);
+        if (masked) mask_scores(srow, row0 + r, col0, bc, tile.bits);
         Acc mx = row_max[r];
 #pragma omp simd reduction(max : mx)
         for (int c = 0; c < bc; ++c) mx = srow[c] > mx ? srow[c] : mx;
@@ -101,6 +112,7 @@ struct ForwardKernel {
           srow[c] = p;
           sum += p;
         }
+        if (dropout.on) dropout.apply(srow, bc, b, h, row0 + r, col0);  // after the sum: dropout acts on P V only
         row_sum[r] = row_sum[r] * alpha + sum;
         row_max[r] = mx;
         Acc* orow = os + r * dp;
@@ -127,12 +139,16 @@ struct ForwardKernel {
     }
   }
 
-  KOKKOS_INLINE_FUNCTION void mask_scores(Acc* srow, std::int64_t row, std::int64_t col0, int bc) const {
+  KOKKOS_INLINE_FUNCTION void mask_scores(Acc* srow, std::int64_t row, std::int64_t col0, int bc,
+                                          const std::uint32_t* block_bits) const {
     const detail::VisibleRange vis = detail::visible_keys(row, a.shape, a.score);
     for (int c = 0; c < bc; ++c) {
       const std::int64_t j = col0 + c;
       if (j < vis.begin || j >= vis.end) srow[c] = -Kokkos::Experimental::infinity_v<Acc>;
     }
+    if (block_bits)  // partial block of a block mask: its element bitmask
+      for (int c = 0; c < bc; ++c)
+        if (!detail::partial_bit(a.score.blocks, block_bits, row, col0 + c)) srow[c] = -Kokkos::Experimental::infinity_v<Acc>;
   }
 
   /// O = acc / rowsum (0 for rows that see no key) and LSE = ln(sum) + max (-inf likewise).
@@ -140,10 +156,11 @@ struct ForwardKernel {
                                            std::int64_t row0, int rows, int d, const Acc* os, int dp,
                                            const Acc* row_max, const Acc* row_sum) const {
     T* o = static_cast<T*>(a.o.data);
+    const Acc keep_scale = static_cast<Acc>(Dropout(a.score).keep_scale);
     Kokkos::parallel_for(Kokkos::TeamThreadRange(team, rows * d), [&](int e) {
       const int r = e / d, c = e % d;
       const Acc l = row_sum[r];
-      const Acc inv = l > Acc(0) ? Acc(1) / l : Acc(0);
+      const Acc inv = l > Acc(0) ? keep_scale / l : Acc(0);
       o[b * a.o.stride_b + (row0 + r) * a.o.stride_s + h * a.o.stride_h + c] = static_cast<T>(os[r * dp + c] * inv);
     });
     using L = acc_t<T>;
@@ -161,6 +178,7 @@ template <class ExecSpace, class T>
 void run_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
   using K = ForwardKernel<ExecSpace, T>;
   K kernel{args, choose_tiles(exec, args.shape.head_dim, args.shape.seqlen_q, &K::scratch_bytes), 0};
+  fit_tiles_to_block_mask(kernel.tc.br, kernel.tc.bc, args.score.blocks);
   kernel.n_qtiles = (args.shape.seqlen_q + kernel.tc.br - 1) / kernel.tc.br;
   const std::int64_t league = args.shape.batch * args.shape.heads * kernel.n_qtiles;
   Kokkos::TeamPolicy<ExecSpace, Kokkos::Schedule<Kokkos::Dynamic>> policy(exec, league, kernel.tc.team_size);

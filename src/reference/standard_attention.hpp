@@ -3,7 +3,10 @@
 // stored in the input precision. Supports the same masks and score modifiers as the fused path.
 #include <Kokkos_Core.hpp>
 
+#include "block_mask_device.hpp"
 #include "kfa/detail/args.hpp"
+#include "kfa/detail/block_sparse.hpp"
+#include "kfa/detail/philox.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "kfa/reference.hpp"
 #include "portable/math.hpp"
@@ -72,22 +75,33 @@ void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
           }
         }
       });
-  // Pass 2: row softmax in place (masked keys get probability 0), LSE.
+  // Pass 2: row softmax in place (masked keys get probability 0), LSE; then dropout on P.
+  const kfa::detail::DropoutKey dkey = kfa::detail::derive_dropout_key(sc.seed, sc.offset);
+  const std::uint32_t dthreshold = kfa::detail::dropout_threshold(sc.dropout_p);
+  const Acc keep_scale = static_cast<Acc>(1.0 / (1.0 - static_cast<double>(sc.dropout_p)));
   Kokkos::parallel_for("kfa::reference::softmax", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows),
       KOKKOS_LAMBDA(std::int64_t r) {
         std::int64_t b, h, i;
         row_index(r, b, h, i);
         const auto vis = kfa::detail::visible_keys(i, s, sc);
         Acc mx = -Kokkos::Experimental::infinity_v<Acc>;
-        for (std::int64_t j = vis.begin; j < vis.end; ++j) mx = Kokkos::max(mx, static_cast<Acc>(p(r, j)));
+        auto in = [&](std::int64_t j) {
+          return j >= vis.begin && j < vis.end && kfa::detail::block_mask_allows(sc.blocks, b, h, i, j);
+        };
+        for (std::int64_t j = vis.begin; j < vis.end; ++j)
+          if (in(j)) mx = Kokkos::max(mx, static_cast<Acc>(p(r, j)));
         Acc sum = 0;
         for (std::int64_t j = 0; j < nk; ++j) {
-          const Acc e = (j >= vis.begin && j < vis.end) ? Kokkos::exp(static_cast<Acc>(p(r, j)) - mx) : Acc(0);
+          const Acc e = in(j) ? Kokkos::exp(static_cast<Acc>(p(r, j)) - mx) : Acc(0);
           p(r, j) = static_cast<T>(e);
           sum += e;
         }
         const Acc inv = sum > 0 ? Acc(1) / sum : Acc(0);
-        for (std::int64_t j = vis.begin; j < vis.end; ++j) p(r, j) = static_cast<T>(static_cast<Acc>(p(r, j)) * inv);
+        const Acc kept = sc.dropout_p > 0.0f ? inv * keep_scale : inv;
+        for (std::int64_t j = vis.begin; j < vis.end; ++j) {
+          const bool keep = sc.dropout_p == 0.0f || kfa::detail::dropout_keep(dkey, dthreshold, b, h, i, j);
+          p(r, j) = static_cast<T>(keep ? static_cast<Acc>(p(r, j)) * kept : Acc(0));
+        }
         lse[b * al.stride_b + h * al.stride_h + i * al.stride_s] =
             sum > 0 ? static_cast<L>(mx + Kokkos::log(sum)) : -Kokkos::Experimental::infinity_v<L>;
       });
@@ -125,6 +139,7 @@ template <class ExecSpace>
 void attention_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
   ForwardArgs a = args;
   a.score = kfa::detail::resolve_score(params, a.shape);
+  kfa::detail::resolve_block_mask(exec, params, a.shape, a.score);
   auto slopes = kfa::detail::device_slopes(exec, params);
   a.score.alibi_slopes = slopes.data();
   switch (a.dtype) {

@@ -5,7 +5,10 @@
 // those arrays. It is the baseline of the benchmarks and the precision yardstick of the tests.
 #include <Kokkos_Core.hpp>
 
+#include "block_mask_device.hpp"
 #include "kfa/detail/args.hpp"
+#include "kfa/detail/block_sparse.hpp"
+#include "kfa/detail/philox.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "kfa/reference.hpp"
 #include "portable/math.hpp"
@@ -53,13 +56,24 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
     for (std::int64_t c = 0; c < d; ++c) x = madd(static_cast<Acc>(qr[c]), static_cast<Acc>(kr[c]), x);
     return x * static_cast<Acc>(sc.scale);
   };
+  // Dropout: the forward used P * Z with Z = 1 / (1 - p) where kept, 0 where dropped.
+  const kfa::detail::DropoutKey dkey = kfa::detail::derive_dropout_key(sc.seed, sc.offset);
+  const std::uint32_t dthreshold = kfa::detail::dropout_threshold(sc.dropout_p);
+  const Acc keep_scale = static_cast<Acc>(1.0 / (1.0 - static_cast<double>(sc.dropout_p)));
+  auto z = KOKKOS_LAMBDA(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j)->Acc {
+    if (sc.dropout_p == 0.0f) return Acc(1);
+    return kfa::detail::dropout_keep(dkey, dthreshold, b + sc.batch_base, h, i, j) ? keep_scale : Acc(0);
+  };
   // Pass 1: P = exp(S - LSE), with S rounded to T as the forward materialized it.
   Kokkos::parallel_for("kfa::reference::backward_p", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows * nk),
       KOKKOS_LAMBDA(std::int64_t e) {
         const std::int64_t r = e / nk, j = e % nk;
         std::int64_t b, h, i;
         row_index(r, b, h, i);
-        if (!kfa::detail::key_visible(i, j, s, sc)) { p(r, j) = T(0); return; }
+        if (!kfa::detail::key_visible(i, j, s, sc) || !kfa::detail::block_mask_allows(sc.blocks, b, h, i, j)) {
+          p(r, j) = T(0);
+          return;
+        }
         Acc x = scaled_dot(b, h, i, j);
         if (sc.softcap != 0.0f) x = Acc(sc.softcap) * Kokkos::tanh(x / Acc(sc.softcap));
         if (sc.alibi_slopes) x += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
@@ -78,15 +92,16 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
         for (std::int64_t c = 0; c < d; ++c) x = madd(static_cast<Acc>(dr[c]), static_cast<Acc>(vr[c]), x);
         ds(r, j) = static_cast<T>(x);
       });
-  // Pass 3: dS = P * (dP - rowsum(P * dP)), times the softcap's derivative, in place.
+  // Pass 3: dS = P * (dP - rowsum(P * dP)), times the softcap's derivative, in place (dP = Z * dO V^T).
   Kokkos::parallel_for("kfa::reference::backward_ds", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows),
       KOKKOS_LAMBDA(std::int64_t r) {
         std::int64_t b, h, i;
         row_index(r, b, h, i);
         Acc dd = 0;
-        for (std::int64_t j = 0; j < nk; ++j) dd = madd(static_cast<Acc>(p(r, j)), static_cast<Acc>(ds(r, j)), dd);
+        for (std::int64_t j = 0; j < nk; ++j)
+          dd = madd(static_cast<Acc>(p(r, j)), z(b, h, i, j) * static_cast<Acc>(ds(r, j)), dd);
         for (std::int64_t j = 0; j < nk; ++j) {
-          Acc g = static_cast<Acc>(p(r, j)) * (static_cast<Acc>(ds(r, j)) - dd);
+          Acc g = static_cast<Acc>(p(r, j)) * (z(b, h, i, j) * static_cast<Acc>(ds(r, j)) - dd);
           if (sc.softcap != 0.0f && g != Acc(0)) {
             const Acc t = Kokkos::tanh(scaled_dot(b, h, i, j) / Acc(sc.softcap));
             g *= Acc(1) - t * t;
@@ -126,7 +141,7 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
             const T* qr = q + offset(aq, b, i, h);
             const T* dr = dout + offset(ado, b, i, h);
             for (int jj = 0; jj < nj; ++jj) {
-              const Acc g = static_cast<Acc>(ds(r, j0 + jj)), pr = static_cast<Acc>(p(r, j0 + jj));
+              const Acc g = static_cast<Acc>(ds(r, j0 + jj)), pr = static_cast<Acc>(p(r, j0 + jj)) * z(b, h, i, j0 + jj);
               for (std::int64_t c = 0; c < d; ++c) {
                 gk[jj][c] = madd(g, static_cast<Acc>(qr[c]), gk[jj][c]);
                 gv[jj][c] = madd(pr, static_cast<Acc>(dr[c]), gv[jj][c]);
@@ -148,6 +163,7 @@ template <class ExecSpace>
 void attention_backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Params& params) {
   BackwardArgs a = args;
   a.score = kfa::detail::resolve_score(params, a.shape);
+  kfa::detail::resolve_block_mask(exec, params, a.shape, a.score);
   auto slopes = kfa::detail::device_slopes(exec, params);
   a.score.alibi_slopes = slopes.data();
   switch (a.dtype) {

@@ -167,11 +167,13 @@ struct ForwardErrors {
 
 /// Runs kfa::forward and the plain unfused attention on the same inputs and checks both against fp64.
 template <class Space, class T>
-ForwardErrors check_forward(const Dims& n, const RefOptions& opt, bool bhsd = false, double magnitude = 1.0) {
+ForwardErrors check_forward(const Dims& n, const RefOptions& opt, bool bhsd = false, double magnitude = 1.0,
+                            Backend backend = Backend::automatic) {
   Problem<Space, T> p(n, opt, bhsd, magnitude);
   std::vector<double> ref_o, ref_lse, o, lse, std_o, std_lse;
   reference_forward(p.host, opt, ref_o, ref_lse);
-  const Params params = to_params(opt);
+  Params params = to_params(opt);
+  params.backend = backend;
   Space space;
   p.poison();
   kfa::reference::attention(space, p.q, p.k, p.v, p.o, p.lse, params);
@@ -186,7 +188,7 @@ ForwardErrors check_forward(const Dims& n, const RefOptions& opt, bool bhsd = fa
   INFO(type_name<T>() << " b" << n.batch << " sq" << n.seqlen_q << " sk" << n.seqlen_k << " h" << n.heads << "/"
                       << n.heads_kv << " d" << n.head_dim << " causal " << opt.causal << " window " << opt.window_left
                       << "," << opt.window_right << " softcap " << opt.softcap << " alibi " << !opt.alibi.empty()
-                      << " bhsd " << bhsd << " magnitude " << magnitude);
+                      << " bhsd " << bhsd << " magnitude " << magnitude << " backend " << static_cast<int>(backend));
   INFO("o error " << e.kfa_o << " (plain " << e.plain_o << "), lse error " << e.kfa_lse << " (plain " << e.plain_lse
                   << "); kfa vs plain " << max_abs_diff(o, std_o));
   CHECK(e.kfa_o <= 2 * e.plain_o + abs_eps<T>());

@@ -95,9 +95,9 @@ TEST_CASE("backward errors: invalid options and workspace", "[backward][errors]"
   CHECK_THROWS_WITH(kfa::backward(S(), c.dout, c.q, c.k, c.v, c.o, c.lse, c.dq, c.dk, c.dv, p),
                     ContainsSubstring("alibi_slopes has 2 entries"));
   p = {};
-  p.dropout_p = 0.1;
+  p.dropout_p = 1.5;
   CHECK_THROWS_WITH(kfa::backward(S(), c.dout, c.q, c.k, c.v, c.o, c.lse, c.dq, c.dk, c.dv, p),
-                    ContainsSubstring("dropout"));
+                    ContainsSubstring("dropout_p must be in [0, 1)"));
   p = {};
   p.window_right = -2;
   CHECK_THROWS_WITH(kfa::backward(S(), c.dout, c.q, c.k, c.v, c.o, c.lse, c.dq, c.dk, c.dv, p),

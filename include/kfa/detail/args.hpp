@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kfa/detail/feature_args.hpp"
+
 namespace kfa::detail {
 
 enum class DType : int { f32, f64, f16, bf16 };
@@ -45,6 +47,9 @@ struct ScoreSpec {
   const float* alibi_slopes = nullptr;    // device pointer, [heads]; nullptr = off
   float dropout_p = 0.0f;
   std::uint64_t seed = 0, offset = 0;
+  BlockSparseSpec blocks;                 // block-sparse layout; disabled = dense
+  std::int64_t batch_base = 0;            // added to the batch index by dropout and block masks (a packed
+                                          // sequence run alone as batch 0 keeps its sequence index)
 };
 
 struct ForwardArgs {
@@ -53,6 +58,7 @@ struct ForwardArgs {
   Tensor4 q, k, v, o;
   Tensor3 lse;  // float, or double when dtype is f64
   ScoreSpec score;
+  Varlen varlen;  // packed sequences (stride_b of the tensors is then 0); disabled = padded batch
 };
 
 struct BackwardArgs {
@@ -61,6 +67,7 @@ struct BackwardArgs {
   Tensor4 q, k, v, o, dout, dq, dk, dv;
   Tensor3 lse;
   ScoreSpec score;
+  Varlen varlen;
   bool deterministic = false;
   void* workspace = nullptr;  // device memory of backward_workspace_bytes(); nullptr: kfa allocates
   std::size_t workspace_bytes = 0;

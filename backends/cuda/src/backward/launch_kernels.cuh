@@ -1,0 +1,68 @@
+#pragma once
+// Launches the Tensor Core kernels of one (element type, head_dim): the dK/dV kernel (with atomic dQ,
+// or followed by the deterministic dQ kernel). Each backward_hd<D>_<type>.cu instantiates one pair,
+// so the heavy templates compile in parallel.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "dkdv_kernel.cuh"
+#include "dq_kernel.cuh"
+#include "params.cuh"
+
+namespace kfa::cuda::bwd {
+
+/// Tile shapes per head_dim: BK keys per dK/dV CTA, BQ query rows per step; the dQ kernel's
+/// KC is its key columns per register strip (smaller for the wide head_dim, whose dQ accumulator
+/// already takes a quarter of the register file). KFA_CUDA_BWD_BQ_D64 is a tuning knob.
+#ifndef KFA_CUDA_BWD_BQ_D64
+#define KFA_CUDA_BWD_BQ_D64 128
+#endif
+template <int D>
+struct Tiles {
+  static constexpr int kDkdvBQ = D <= 64 ? KFA_CUDA_BWD_BQ_D64 : 64, kDkdvBK = 128;
+  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = D >= 128 ? 32 : 64;
+};
+
+inline void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("kfa cuda backward: ") + what + ": " + cudaGetErrorString(e));
+}
+
+template <class T, int D>
+void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t stream) {
+  using Tl = Tiles<D>;
+  const auto& s = p.shape;
+  {
+    using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
+    const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
+                    static_cast<unsigned>(s.batch * s.heads_kv));
+    auto* kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                                 : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    check_launch("dK/dV kernel");
+  }
+  if (deterministic) {
+    using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
+    const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),
+                    static_cast<unsigned>(s.batch * s.heads));
+    auto* kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    check_launch("dQ kernel");
+  }
+}
+
+#define KFA_CUDA_BWD_DECLARE(T, D) \
+  extern template void launch_main_kernels<T, D>(const KernelParams&, bool, cudaStream_t);
+#define KFA_CUDA_BWD_INSTANTIATE(T, D) \
+  template void launch_main_kernels<T, D>(const KernelParams&, bool, cudaStream_t);
+
+KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 64)
+KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 128)
+KFA_CUDA_BWD_DECLARE(__half, 64)
+KFA_CUDA_BWD_DECLARE(__half, 128)
+
+}  // namespace kfa::cuda::bwd

@@ -1,0 +1,53 @@
+#pragma once
+// What every backward kernel receives: the launcher contract plus the resolved constants and the
+// workspace buffers. The workspace has the layout of kfa::detail::backward_workspace_layout
+// (D = rowsum(dO * O) at offset 0, then the fp32 dQ accumulator, each 256-byte aligned), so a
+// caller-owned workspace sized by the public query fits.
+#include <cstdint>
+
+#include "kfa/detail/args.hpp"
+
+namespace kfa::cuda::bwd {
+
+struct KernelParams {
+  kfa::detail::Shape shape;
+  kfa::detail::ScoreSpec score;
+  kfa::detail::Tensor4 q, k, v, o, dout, dq, dk, dv;
+  kfa::detail::Tensor3 lse;
+  float scale = 1.0f;       // softmax scale
+  float scale_log2 = 1.0f;  // scale * log2(e): P = exp2(S * scale_log2 - lse * log2(e))
+  // Key j is visible from query i when win_lo <= j - i - (seqlen_k - seqlen_q) <= win_hi (and j < seqlen_k);
+  // 32-bit, with unbounded sides beyond any clamped difference (see clamp_diag).
+  int win_lo = 0, win_hi = 0;
+  float* dsum = nullptr;      // [b][h][seqlen_q]: D = rowsum(dO * O)
+  float* dq_accum = nullptr;  // [b][h][seqlen_q][head_dim] fp32, atomic path only
+};
+
+/// Differences j - i - shift are computed per tile in 32 bits from a base clamped to this range,
+/// which keeps every comparison exact for sequences shorter than 2^30.
+inline constexpr std::int64_t kDiagClamp = (std::int64_t{1} << 30) + 1024;
+inline constexpr std::int64_t kWindowUnbounded = (std::int64_t{1} << 30) + 4096;
+
+__host__ __device__ inline int clamp_diag(std::int64_t x) {
+  return static_cast<int>(x < -kDiagClamp ? -kDiagClamp : (x > kDiagClamp ? kDiagClamp : x));
+}
+
+__host__ __device__ inline std::int64_t row_index(const KernelParams& p, std::int64_t b, std::int64_t h,
+                                                  std::int64_t row) {
+  return (b * p.shape.heads + h) * p.shape.seqlen_q + row;
+}
+
+/// The row statistics a query tile needs, for row `row` of head h: lse in log2 units and D.
+/// Rows past seqlen_q and rows that saw no key (lse = -inf) get lse +inf, so P = exp2(... - inf) = 0.
+struct RowStats {
+  float lse_log2, dsum;
+};
+
+__device__ inline RowStats row_stats(const KernelParams& p, std::int64_t b, std::int64_t h, std::int64_t row) {
+  if (row >= p.shape.seqlen_q) return {__int_as_float(0x7f800000), 0.0f};
+  const float lse = static_cast<const float*>(p.lse.data)[b * p.lse.stride_b + h * p.lse.stride_h + row * p.lse.stride_s];
+  const float l2 = lse == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : lse * 1.4426950408889634f;
+  return {l2, p.dsum[row_index(p, b, h, row)]};
+}
+
+}  // namespace kfa::cuda::bwd

@@ -1,0 +1,80 @@
+// kfa::cuda::supports_forward / forward: which cases the Tensor Core forward takes, and the
+// dispatch from (head_dim, dtype) to the kernel instantiated in its own translation unit.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "../../common/tile_scheduler.hpp"
+#include "forward_config.hpp"
+#include "kfa_cuda/launch.hpp"
+
+namespace kfa::cuda {
+namespace {
+
+/// cp.async moves 16-byte row chunks: rows must start 16-byte aligned (8 elements of 16 bits).
+bool rows_aligned(const detail::Tensor4& t) {
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
+         t.stride_h % 8 == 0;
+}
+
+/// Shared memory of the kernel for head_dim d (the same for both element types).
+int smem_bytes(std::int64_t d) {
+  switch (d) {
+    case 64: return forward_smem_bytes<64>();
+    case 96: return forward_smem_bytes<96>();
+    case 128: return forward_smem_bytes<128>();
+    case 256: return forward_smem_bytes<256>();
+    default: return 0;
+  }
+}
+
+/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80),
+/// asked once per device.
+int device_smem_limit() {
+  static std::atomic<int> known[64] = {};
+  int dev = 0, bytes = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64 && (bytes = known[dev].load(std::memory_order_relaxed)) != 0) return bytes;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64) known[dev].store(bytes, std::memory_order_relaxed);
+  return bytes;
+}
+
+template <class T>
+void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
+  switch (a.shape.head_dim) {
+    case 64: launch_forward<64, T>(a, stream); break;
+    case 96: launch_forward<96, T>(a, stream); break;
+    case 128: launch_forward<128, T>(a, stream); break;
+    case 256: launch_forward<256, T>(a, stream); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+bool supports_forward(const detail::ForwardArgs& a) {
+  if (a.dtype != detail::DType::f16 && a.dtype != detail::DType::bf16) return false;
+  const std::int64_t d = a.shape.head_dim;
+  if (d != 64 && d != 96 && d != 128 && d != 256) return false;  // others: the portable path
+  // Score modifiers the kernel does not implement: the portable path handles them.
+  if (a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p > 0.0f) return false;
+  if (!(a.score.scale > 0.0)) return false;  // the online softmax tracks the maximum of the raw scores
+  constexpr std::int64_t max_len = std::int64_t(1) << 30;  // key/row positions are 32-bit in the kernel
+  if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;
+  const std::int64_t blocks = a.shape.batch * a.shape.heads * common::tile_count(a.shape.seqlen_q, 64);
+  if (blocks >= (std::int64_t(1) << 31)) return false;
+  if (!(rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) && rows_aligned(a.o))) return false;
+  return smem_bytes(d) <= device_smem_limit();  // head_dim 256 needs 192 KB: not on sm_80's 163 KB
+}
+
+void forward(const detail::ForwardArgs& a, cudaStream_t stream) {
+  if (a.dtype == detail::DType::bf16)
+    launch_for_dim<__nv_bfloat16>(a, stream);
+  else
+    launch_for_dim<__half>(a, stream);
+}
+
+}  // namespace kfa::cuda

@@ -1,0 +1,69 @@
+#pragma once
+// A [rows x D] tile of 16-bit elements in shared memory, swizzled so that ldmatrix (8 rows of one
+// 16-byte chunk) and cp.async hit 8 different bank groups: chunk c of row r is stored at chunk
+// c ^ (r % 8). Rows are padded to a multiple of 64 elements (128 bytes), so every row starts at bank 0
+// and the XOR stays inside the row (head_dim 96 uses rows of 128 elements).
+#include <cstdint>
+
+#include "ptx.cuh"
+
+namespace kfa::cuda {
+
+template <int D>
+struct SwizzledTile {
+  static constexpr int chunks = D / 8;                  // 16-byte chunks of data per row
+  static constexpr int stride = (D + 63) / 64 * 64;     // elements per stored row
+
+  /// Byte offset of chunk `c` of row `r`.
+  __device__ __forceinline__ static std::uint32_t chunk_offset(int r, int c) {
+    return static_cast<std::uint32_t>((r * stride + ((c ^ (r & 7)) * 8)) * 2);
+  }
+  /// Byte offset of element (r, col) for col even (a 4-byte pair never crosses a chunk).
+  __device__ __forceinline__ static std::uint32_t elem_offset(int r, int col) {
+    return chunk_offset(r, col >> 3) + (col & 7) * 2;
+  }
+  static constexpr int bytes(int rows) { return rows * stride * 2; }
+  static constexpr int row_bytes = stride * 2;
+
+  /// The XOR term of a lane that addresses row r0 + row and chunk c0 + chunk, for r0 a multiple of 8
+  /// and c0 even, chunk in {0, 1}: chunk_offset(r0 + row, c0 + chunk) ==
+  ///   (r0 + row) * row_bytes + ((c0 * 16) ^ lane_xor(row, chunk)).
+  /// Loops over r0 and c0 then cost one LOP3 per address, or nothing when c0 is fixed.
+  __device__ __forceinline__ static std::uint32_t lane_xor(int row, int chunk) {
+    return static_cast<std::uint32_t>((chunk ^ (row & 7)) * 16);
+  }
+};
+
+/// All threads of the block copy rows [row0, row0 + Rows) of a [seq, D] slice (row stride `ld`
+/// elements) into the tile at shared address `dst`; rows at or past `valid_rows` are zero-filled.
+template <int D, int Rows, int Threads, class T>
+__device__ __forceinline__ void load_tile_async(std::uint32_t dst, const T* src, std::int64_t ld, int valid_rows) {
+  using Tile = SwizzledTile<D>;
+  constexpr int total = Rows * Tile::chunks;
+  if constexpr (Threads % Tile::chunks == 0 && (Threads / Tile::chunks) % 8 == 0) {
+    // Each thread copies one fixed chunk column of rows r, r + step, ...: the shared offsets differ
+    // by constants and the global pointer is bumped, so nothing per row stays live in registers.
+    constexpr int step = Threads / Tile::chunks;
+    const int r = static_cast<int>(threadIdx.x) / Tile::chunks, c = static_cast<int>(threadIdx.x) % Tile::chunks;
+    const std::uint32_t d0 = dst + Tile::chunk_offset(r, c);
+    const T* p = src + r * ld + c * 8;
+#pragma unroll
+    for (int k = 0; k < Rows / step; ++k) {
+      const bool ok = r + k * step < valid_rows;
+      ptx::cp_async_16(d0 + k * step * Tile::row_bytes, ok ? p : src, ok);
+      p += step * ld;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < (total + Threads - 1) / Threads; ++k) {
+      const int i = static_cast<int>(threadIdx.x) + k * Threads;
+      if (total % Threads != 0 && i >= total) break;
+      const int r = i / Tile::chunks, c = i % Tile::chunks;
+      const bool ok = r < valid_rows;
+      const T* p = ok ? src + r * ld + c * 8 : src;
+      ptx::cp_async_16(dst + Tile::chunk_offset(r, c), p, ok);
+    }
+  }
+}
+
+}  // namespace kfa::cuda

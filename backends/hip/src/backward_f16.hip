@@ -1,0 +1,4 @@
+// Backward kernels (dK/dV and dQ) for f16, every supported head_dim.
+#include "launch_kernels.hpp"
+
+template void kfa::hip::launch_backward<kfa::detail::DType::f16>(const kfa::detail::BackwardArgs&, hipStream_t);

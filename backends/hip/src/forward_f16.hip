@@ -1,0 +1,4 @@
+// Forward kernels for f16, every supported head_dim.
+#include "launch_kernels.hpp"
+
+template void kfa::hip::launch_forward<kfa::detail::DType::f16>(const kfa::detail::ForwardArgs&, hipStream_t);

@@ -1,0 +1,43 @@
+#pragma once
+// Launcher-contract pieces of the optional features: a block-sparse layout as device pointers
+// (compressed rows, and compressed columns for the backward) and packed variable-length sequences.
+// No Kokkos here; kfa::BlockMask (kfa/block_mask.hpp) is the host object these point into.
+#include <cstdint>
+
+#include "kfa/detail/macros.hpp"
+
+namespace kfa::detail {
+
+/// A block mask in the execution space's memory. Mask row r = (mb * heads + mh) * n_qblocks + qb,
+/// with mb = batch index (0 when the mask broadcasts over batch) and mh likewise for heads. The KV
+/// blocks of a row are sorted; "full" blocks are computed whole, "partial" blocks apply an element
+/// bitmask (words_per_block 32-bit words per partial entry, row-major [block_q][block_k] bits).
+/// The column-compressed copy lists, for each (mb, mh, KV block), the Q blocks that use it;
+/// col_partial_entry maps each of its partial entries to the row-compressed entry holding the bits.
+struct BlockSparseSpec {
+  const std::int32_t* row_ptr = nullptr;
+  const std::int32_t* col_idx = nullptr;
+  const std::int32_t* partial_row_ptr = nullptr;
+  const std::int32_t* partial_col_idx = nullptr;
+  const std::uint32_t* partial_bits = nullptr;
+  const std::int32_t* col_ptr = nullptr;
+  const std::int32_t* row_idx = nullptr;
+  const std::int32_t* partial_col_ptr = nullptr;
+  const std::int32_t* partial_row_idx = nullptr;
+  const std::int32_t* col_partial_entry = nullptr;
+  std::int32_t block_q = 0, block_k = 0, n_qblocks = 0, n_kblocks = 0;
+  std::int32_t batch = 1, heads = 1;  // 1 = broadcast
+  std::int32_t words_per_block = 0;
+  KFA_HD bool enabled() const { return row_ptr != nullptr; }
+};
+
+/// Packed sequences: sequence b has rows [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q/o and keys
+/// [cu_seqlens_k[b], cu_seqlens_k[b+1]) of k/v (device pointers, batch + 1 entries each). The
+/// Shape then holds the number of sequences and the maximal lengths.
+struct Varlen {
+  const std::int32_t* cu_seqlens_q = nullptr;
+  const std::int32_t* cu_seqlens_k = nullptr;
+  KFA_HD bool enabled() const { return cu_seqlens_q != nullptr; }
+};
+
+}  // namespace kfa::detail
