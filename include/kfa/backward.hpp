@@ -40,6 +40,17 @@ void for_each_named(const F& f, const V& v, const char* name, const Rest&... res
   for_each_named(f, rest...);
 }
 
+/// The gradients may overlap neither each other nor any (name, View) input.
+template <class DQ, class DK, class DV, class... Named>
+void check_gradients_disjoint(const DQ& dq, const DK& dk, const DV& dv, const Named&... inputs) {
+  for_each_named([&](const auto& g, const char* gn) {
+    for_each_named([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); }, inputs...);
+  }, dq, "dq", dk, "dk", dv, "dv");
+  check_no_overlap(dq, "dq", dk, "dk");
+  check_no_overlap(dq, "dq", dv, "dv");
+  check_no_overlap(dk, "dk", dv, "dv");
+}
+
 /// Checks a backward call's Views and describes them for the launchers (kfa::Error when invalid).
 template <class ExecSpace, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV>
 BackwardArgs backward_args(const DO& dout, const Q& q, const K& k, const V& v, const O& out, const L& lse,
@@ -55,13 +66,7 @@ BackwardArgs backward_args(const DO& dout, const Q& q, const K& k, const V& v, c
   check_like<ExecSpace, T, true>(dq, "dq", s, false);
   check_like<ExecSpace, T, true>(dk, "dk", s, true);
   check_like<ExecSpace, T, true>(dv, "dv", s, true);
-  for_each_named([&](const auto& g, const char* gn) {
-    for_each_named([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); },
-             dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
-  }, dq, "dq", dk, "dk", dv, "dv");
-  check_no_overlap(dq, "dq", dk, "dk");
-  check_no_overlap(dq, "dq", dv, "dv");
-  check_no_overlap(dk, "dk", dv, "dv");
+  check_gradients_disjoint(dq, dk, dv, dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
   BackwardArgs a;
   a.dtype = dtype_of<T>();
   a.shape = s;

@@ -180,13 +180,7 @@ void backward_varlen(const ExecSpace& exec, const DO& dout, const Q& q, const K&
   check_extents(dq, "dq", {tq, h, d}, "[total_q, heads, head_dim]");
   check_extents(dk, "dk", {tk, hk, d}, "[total_k, heads_kv, head_dim]");
   check_extents(dv, "dv", {tk, hk, d}, "[total_k, heads_kv, head_dim]");
-  pairwise([&](const auto& g, const char* gn) {
-    pairwise([&](const auto& x, const char* xn) { check_no_overlap(g, gn, x, xn); },
-             dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
-  }, dq, "dq", dk, "dk", dv, "dv");
-  check_no_overlap(dq, "dq", dk, "dk");
-  check_no_overlap(dq, "dq", dv, "dv");
-  check_no_overlap(dk, "dk", dv, "dv");
+  check_gradients_disjoint(dq, dk, dv, dout, "dout", q, "q", k, "k", v, "v", out, "out", lse, "lse");
   BackwardArgs a;
   a.dtype = f.dtype;
   a.shape = f.shape;
