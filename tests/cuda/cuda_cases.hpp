@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <tuple>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -21,5 +22,9 @@ inline Backend native_unless_too_big(std::int64_t head_dim) {
   cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   return head_dim == 256 && bytes < 192 * 1024 ? Backend::automatic : Backend::native;
 }
+
+/// What the native-forward suite (tests/common/native_forward_suite.hpp) sweeps and forces.
+inline std::vector<std::int64_t> native_head_dims() { return {64, 96, 128, 256}; }
+inline Backend native_for(std::int64_t head_dim) { return native_unless_too_big(head_dim); }
 
 }  // namespace kfa::test
