@@ -123,13 +123,22 @@ KOKKOS_INLINE_FUNCTION void zero_outside_bits(const detail::BlockSparseSpec& m, 
   }
 }
 
-/// With a block mask, kernel tiles must divide the mask's blocks: the largest power of two (at most
-/// the chosen tile) that divides the block size. Block sizes are multiples of 16, so tiles stay >= 16.
+/// With a block mask, kernel tiles must divide the mask's blocks so that every tile lies in one
+/// block: the chosen tile when it divides the block, else the largest multiple of 16 below it that
+/// does (blocks are multiples of 16, so 16 always does; tuned tile sizes stay multiples of the
+/// register block). Tiles only shrink, so the scratch sized for the chosen tiles suffices.
+inline int fit_tile_to_block(int tile, std::int64_t block) {
+  if (block % tile == 0) return tile;
+  for (int t = tile / 16 * 16; t > 16; t -= 16)
+    if (block % t == 0) return t;
+  return 16;
+}
+
 /// `q_tile` / `k_tile` are the config's query and key tile sizes (their names differ between kernels).
 inline void fit_tiles_to_block_mask(int& q_tile, int& k_tile, const detail::BlockSparseSpec& m) {
   if (!m.enabled()) return;
-  while (m.block_q % q_tile != 0) q_tile /= 2;
-  while (m.block_k % k_tile != 0) k_tile /= 2;
+  q_tile = fit_tile_to_block(q_tile, m.block_q);
+  k_tile = fit_tile_to_block(k_tile, m.block_k);
 }
 
 }  // namespace kfa::portable
