@@ -39,7 +39,7 @@ void run_probabilities(const ExecSpace& exec, const ForwardArgs& a, Matrix4 prob
             x = portable::madd(static_cast<Acc>(q[c]), static_cast<Acc>(kr[c]), x);
           x *= static_cast<Acc>(sc.scale);
           if (sc.softcap != 0.0f) x = Acc(sc.softcap) * Kokkos::tanh(x / Acc(sc.softcap));
-          if (sc.alibi_slopes) x += alibi_bias(sc.alibi_slopes[h], i, j, s);
+          if (sc.alibi_slopes) x += alibi_bias<Acc>(sc.alibi_slopes[h], i, j, s);
           return x;
         };
         auto in = [&](std::int64_t j) { return j >= vis.begin && j < vis.end && block_mask_allows(sc.blocks, b, h, i, j); };

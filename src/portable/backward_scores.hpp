@@ -48,7 +48,7 @@ struct ScoreGrad {
         dfac = Acc(1) - t * t;  // d/dx of cap * tanh(x / cap)
       }
       const std::int64_t i = QueryInner ? i0 + e : i0, j = QueryInner ? j0 : j0 + e;
-      if (score.alibi_slopes) x += detail::alibi_bias(slope, i, j, shape);  // constant in q and k
+      if (score.alibi_slopes) x += detail::alibi_bias<Acc>(slope, i, j, shape);  // constant in q and k
       const Acc l = QueryInner ? lse[e] : lse[0];
       const Acc dd = QueryInner ? delta[e] : delta[0];
       const Acc p = (e >= lo && e < hi) ? exp_nonpositive(x - l) : Acc(0);

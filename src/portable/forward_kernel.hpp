@@ -134,7 +134,7 @@ struct ForwardKernel {
     for (int c = 0; c < cols; ++c) {
       Acc x = srow[c] * static_cast<Acc>(a.score.scale);
       if (cap != Acc(0)) x = cap * Kokkos::tanh(x / cap);
-      if (a.score.alibi_slopes) x += detail::alibi_bias(slope, row, col0 + c, a.shape);
+      if (a.score.alibi_slopes) x += detail::alibi_bias<Acc>(slope, row, col0 + c, a.shape);
       srow[c] = x;
     }
   }

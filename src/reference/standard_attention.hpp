@@ -70,7 +70,7 @@ void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
             const std::int64_t j = j0 + jj;
             Acc y = x[rr][jj] * static_cast<Acc>(sc.scale);
             if (sc.softcap != 0.0f) y = Acc(sc.softcap) * Kokkos::tanh(y / Acc(sc.softcap));
-            if (sc.alibi_slopes) y += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
+            if (sc.alibi_slopes) y += kfa::detail::alibi_bias<Acc>(sc.alibi_slopes[h], i, j, s);
             p(r, j) = static_cast<T>(y);
           }
         }

@@ -76,7 +76,7 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
         }
         Acc x = scaled_dot(b, h, i, j);
         if (sc.softcap != 0.0f) x = Acc(sc.softcap) * Kokkos::tanh(x / Acc(sc.softcap));
-        if (sc.alibi_slopes) x += kfa::detail::alibi_bias(sc.alibi_slopes[h], i, j, s);
+        if (sc.alibi_slopes) x += kfa::detail::alibi_bias<Acc>(sc.alibi_slopes[h], i, j, s);
         const Acc l = lse[b * al.stride_b + h * al.stride_h + i * al.stride_s];
         p(r, j) = static_cast<T>(Kokkos::exp(static_cast<Acc>(static_cast<T>(x)) - l));
       });

@@ -59,11 +59,13 @@ KFA_HD bool tile_fully_visible(std::int64_t row_begin, std::int64_t row_end, std
   return last.begin <= col_begin && first.end >= col_end;
 }
 
-/// ALiBi bias for (i, j), matching FlashAttention: -slope * |i + seqlen_k - seqlen_q - j|.
-KFA_HD float alibi_bias(float slope, std::int64_t i, std::int64_t j, const Shape& s) {
+/// ALiBi bias for (i, j), matching FlashAttention: -slope * |i + seqlen_k - seqlen_q - j|, computed
+/// in the caller's math type (double paths must not round the bias to float).
+template <class Acc = float>
+KFA_HD Acc alibi_bias(float slope, std::int64_t i, std::int64_t j, const Shape& s) {
   std::int64_t d = i + s.seqlen_k - s.seqlen_q - j;
   if (d < 0) d = -d;
-  return -slope * static_cast<float>(d);
+  return -static_cast<Acc>(slope) * static_cast<Acc>(d);
 }
 
 }  // namespace kfa::detail
