@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cuda_home="${CUDA_HOME:-/usr/local/cuda}"
 deps="${KFA_DEPS_DIR:-$root/../shared/deps}"
 jobs="${JOBS:-2}"
-work="${KFA_CUDA_CHECK_DIR:-/tmp/kfa-cuda-compile-check}"
+work="${KFA_CUDA_CHECK_DIR:-$root/build/cuda-compile-check}"
 start=$(date +%s)
 
 if [ ! -x "$cuda_home/bin/nvcc" ]; then

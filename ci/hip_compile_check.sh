@@ -22,9 +22,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 archs="${KFA_HIP_ARCHS:-gfx90a;gfx940}"
 jobs="${JOBS:-2}"
 deps="${KFA_DEPS_DIR:-$root/../shared/deps}"
-work="${KFA_HIP_CHECK_DIR:-/tmp/kfa-hip-compile-check}"
+work="${KFA_HIP_CHECK_DIR:-$root/build/hip-compile-check}"
 start=$(date +%s)
 say() { echo "hip_compile_check: $*"; }
+mkdir -p "$work"
 
 if ! command -v hipcc > /dev/null; then
   say "installing hipcc"
