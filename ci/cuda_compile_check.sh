@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA build on a machine without a GPU: Kokkos (CUDA, Hopper) from the
-# pinned tarball through nvcc_wrapper, kfa, the native backend (backends/cuda, sm_80 + sm_90), the GPU
-# test suite and the GPU benchmark; then checks that the native kernels use the Tensor Cores (HMMA in
-# the SASS when cuobjdump is installed, else mma.sync/ldmatrix/cp.async in the PTX) and that the GPU
-# suite reports itself skipped (not failed) without a device. An installed Catch2 (KFA_PREFIX_PATH,
+# pinned tarball through nvcc_wrapper, kfa, the native backend (backends/cuda, sm_80 + sm_90, and the
+# Hopper forward for sm_90a), the GPU test suite and the GPU benchmark; then checks that the native
+# kernels use the Tensor Cores (HMMA in the SASS when cuobjdump is installed, else mma.sync/ldmatrix/
+# cp.async in the PTX; wgmma/TMA/setmaxnreg in the Hopper kernel's PTX, with no spills in its
+# resource report) and that the GPU suite reports itself skipped (not failed) without a device. An installed Catch2 (KFA_PREFIX_PATH,
 # default /opt/kfa-deps) is used when present; an installed Kokkos never is (it must have CUDA).
 #   ci/cuda_compile_check.sh            env: KFA_DEPS_DIR, CUDA_HOME (default /usr/local/cuda), JOBS (2)
 # Measured on the 2-core build machine while other builds shared it (load 6-9), with the backward
@@ -49,6 +50,27 @@ else
     echo "cuda_compile_check: PTX has $n x $insn (cuobjdump not installed: SASS not inspected)"
     [ "$n" -gt 0 ]
   done
+fi
+
+# The Hopper forward: wgmma, TMA and setmaxnreg in the sm_90a PTX, and no register spills.
+sm90_tu="$work/build/backends/cuda/forward_sm90_d128_bf16.cu"
+if [ -f "$sm90_tu" ]; then
+  ptx="$work/forward_sm90_d128_bf16.ptx"
+  inc=(-I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src")
+  nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=compute_90a -ptx "${inc[@]}" "$sm90_tu" -o "$ptx"
+  for insn in wgmma.mma_async.sync.aligned cp.async.bulk.tensor.4d setmaxnreg; do
+    n=$(grep -c "$insn" "$ptx" || true)
+    echo "cuda_compile_check: sm_90a PTX has $n x $insn"
+    [ "$n" -gt 0 ]
+  done
+  for tu in "$work"/build/backends/cuda/forward_sm90_d*_bf16.cu; do
+    report=$(nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xptxas=-v -c "${inc[@]}" \
+      "$tu" -o /dev/null 2>&1 | grep -E "spill|registers")
+    echo "cuda_compile_check: $(basename "$tu"): $(echo "$report" | tr -s ' \n' ' ')"
+    if echo "$report" | grep -Eq "[1-9][0-9]* bytes spill"; then echo "cuda_compile_check: spills"; exit 1; fi
+  done
+else
+  echo "cuda_compile_check: no sm_90 architecture in this build: Hopper forward not built"
 fi
 
 # CTest runs the GPU suite through kfa-gpu-probe: skipped (exit 77) without a usable GPU, run otherwise.

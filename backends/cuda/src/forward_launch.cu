@@ -1,14 +1,22 @@
-// kfa::cuda::supports_forward / forward: which cases the Tensor Core forward takes, and the
-// dispatch from (head_dim, dtype) to the kernel instantiated in its own translation unit.
+// kfa::cuda::supports_forward / forward: which cases the Tensor Core forwards take, which of the two
+// kernels runs (the Hopper wgmma/TMA kernel on sm_90 devices when the build has it, else the mma.sync
+// kernel), and the dispatch from (head_dim, dtype) to the kernel instantiated in its own translation unit.
+// KFA_CUDA_FORWARD=mma forces the mma.sync kernel (tests and benchmarks compare the two).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "../../common/tile_scheduler.hpp"
 #include "forward_config.hpp"
 #include "kfa_cuda/launch.hpp"
+#ifdef KFA_CUDA_HAS_SM90
+#include "hopper/forward_sm90_config.hpp"
+#include "hopper/tensor_map.hpp"
+#endif
 
 namespace kfa::cuda {
 namespace {
@@ -42,8 +50,49 @@ int device_smem_limit() {
   return bytes;
 }
 
+/// Compute capability (major * 10 + minor) of the current device, asked once per device.
+int device_arch() {
+  static std::atomic<int> known[64] = {};
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (dev >= 0 && dev < 64 && known[dev].load(std::memory_order_relaxed) != 0) return known[dev].load(std::memory_order_relaxed);
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return 0;
+  if (dev >= 0 && dev < 64) known[dev].store(major * 10 + minor, std::memory_order_relaxed);
+  return major * 10 + minor;
+}
+
+/// The Hopper kernel takes a supported case on an sm_90 device when TMA can address every tensor.
+bool use_sm90(const detail::ForwardArgs& a) {
+#ifdef KFA_CUDA_HAS_SM90
+  static const bool forced_mma = [] {
+    const char* e = std::getenv("KFA_CUDA_FORWARD");
+    return e != nullptr && std::strcmp(e, "mma") == 0;
+  }();
+  if (forced_mma || device_arch() != 90) return false;
+  const std::int64_t b = a.shape.batch;
+  return hopper::tensor_map_possible(a.q, b) && hopper::tensor_map_possible(a.k, b) &&
+         hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);
+#else
+  (void)a;
+  return false;
+#endif
+}
+
 template <class T>
 void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
+#ifdef KFA_CUDA_HAS_SM90
+  if (use_sm90(a)) {
+    switch (a.shape.head_dim) {
+      case 64: hopper::launch_forward_sm90<64, T>(a, stream); return;
+      case 96: hopper::launch_forward_sm90<96, T>(a, stream); return;
+      case 128: hopper::launch_forward_sm90<128, T>(a, stream); return;
+      case 256: hopper::launch_forward_sm90<256, T>(a, stream); return;
+      default: break;
+    }
+  }
+#endif
   switch (a.shape.head_dim) {
     case 64: launch_forward<64, T>(a, stream); break;
     case 96: launch_forward<96, T>(a, stream); break;

@@ -1,0 +1,60 @@
+// The driver's cuTensorMapEncodeTiled, reached through the runtime's entry-point query so that kfa
+// needs no link against libcuda.
+#include "tensor_map.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <mutex>
+#include <string>
+
+#include "kfa/error.hpp"
+
+namespace kfa::cuda::hopper {
+namespace {
+
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiled encode_tiled() {
+  static EncodeTiled fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &status) ==
+            cudaSuccess &&
+        status == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<EncodeTiled>(p);
+  });
+  if (fn == nullptr) throw Error("the CUDA driver has no cuTensorMapEncodeTiled (needs CUDA 12 or later)");
+  return fn;
+}
+
+bool aligned16(std::int64_t elements) { return elements % 8 == 0; }  // 16-bit elements
+
+}  // namespace
+
+bool tensor_map_possible(const detail::Tensor4& t, std::int64_t batch) {
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_s > 0 && t.stride_h > 0 &&
+         aligned16(t.stride_s) && aligned16(t.stride_h) && aligned16(t.stride_b) && (t.stride_b > 0 || batch == 1);
+}
+
+CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::int64_t batch, std::int64_t seq,
+                            std::int64_t heads, std::int64_t dim, int box_rows) {
+  const cuuint64_t extent[4] = {cuuint64_t(dim), cuuint64_t(seq), cuuint64_t(heads), cuuint64_t(batch)};
+  // Byte strides of dims 1..3; a single batch's stride is never used, but must be valid.
+  const cuuint64_t stride[3] = {cuuint64_t(t.stride_s) * 2, cuuint64_t(t.stride_h) * 2,
+                                cuuint64_t(t.stride_b > 0 ? t.stride_b : t.stride_s) * 2};
+  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  CUtensorMap map{};
+  const CUresult r = encode_tiled()(
+      &map, dtype == detail::DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      t.data, extent, stride, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw Error("cuTensorMapEncodeTiled failed with CUresult " + std::to_string(int(r)));
+  return map;
+}
+
+}  // namespace kfa::cuda::hopper
