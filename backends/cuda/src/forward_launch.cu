@@ -1,7 +1,8 @@
 // kfa::cuda::supports_forward / forward: which cases the Tensor Core forwards take, which of the two
 // kernels runs (the Hopper wgmma/TMA kernel on sm_90 devices when the build has it, else the mma.sync
 // kernel), and the dispatch from (head_dim, dtype) to the kernel instantiated in its own translation unit.
-// KFA_CUDA_FORWARD=mma forces the mma.sync kernel (tests and benchmarks compare the two).
+// KFA_CUDA_FORWARD=mma or =wgmma forces one of the two kernels (tests and benchmarks compare them;
+// wgmma still needs an sm_90 device and TMA-addressable tensors).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -66,14 +67,21 @@ int device_arch() {
 /// The Hopper kernel takes a supported case on an sm_90 device when TMA can address every tensor.
 bool use_sm90(const detail::ForwardArgs& a) {
 #ifdef KFA_CUDA_HAS_SM90
-  static const bool forced_mma = [] {
+  static const int forced = [] {  // 0 automatic, 1 mma.sync, 2 Hopper
     const char* e = std::getenv("KFA_CUDA_FORWARD");
-    return e != nullptr && std::strcmp(e, "mma") == 0;
+    return e == nullptr ? 0 : std::strcmp(e, "mma") == 0 ? 1 : std::strcmp(e, "wgmma") == 0 ? 2 : 0;
   }();
-  if (forced_mma || device_arch() != 90) return false;
+  if (forced == 1 || device_arch() != 90) return false;
   const std::int64_t b = a.shape.batch;
-  return hopper::tensor_map_possible(a.q, b) && hopper::tensor_map_possible(a.k, b) &&
-         hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);
+  const bool possible = hopper::tensor_map_possible(a.q, b) && hopper::tensor_map_possible(a.k, b) &&
+                        hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);
+  if (!possible || forced == 2) return possible;
+  // With few keys per query tile the Hopper kernel's fixed cost per block (Q load, pipeline fill, O
+  // store; its grid is not persistent yet) outweighs its faster loop: on an H200 the mma.sync kernel
+  // won at head_dim 64 up to 512 visible keys per row and head_dim 128 up to 256
+  // (docs/performance-cuda-hopper.md). A right-bounded window (causal) sees about half the keys.
+  const std::int64_t keys = a.score.window_right >= 0 ? a.shape.seqlen_k / 2 : a.shape.seqlen_k;
+  return !((a.shape.head_dim == 64 && keys <= 512) || (a.shape.head_dim == 128 && keys <= 256));
 #else
   (void)a;
   return false;
