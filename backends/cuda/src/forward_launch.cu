@@ -78,10 +78,10 @@ bool use_sm90(const detail::ForwardArgs& a) {
   if (!possible || forced == 2) return possible;
   // With few keys per query tile the Hopper kernel's fixed cost per block (Q load, pipeline fill, O
   // store; its grid is not persistent yet) outweighs its faster loop: on an H200 the mma.sync kernel
-  // won at head_dim 64 up to 512 visible keys per row and head_dim 128 up to 256
-  // (docs/performance-cuda-hopper.md). A right-bounded window (causal) sees about half the keys.
+  // won at head_dim 64 up to 512 visible keys per row (docs/performance-cuda-hopper.md). A
+  // right-bounded window (causal) sees about half the keys.
   const std::int64_t keys = a.score.window_right >= 0 ? a.shape.seqlen_k / 2 : a.shape.seqlen_k;
-  return !((a.shape.head_dim == 64 && keys <= 512) || (a.shape.head_dim == 128 && keys <= 256));
+  return !(a.shape.head_dim == 64 && keys <= 512);
 #else
   (void)a;
   return false;

@@ -1,10 +1,10 @@
 #pragma once
 // Tile shapes of the Hopper forward, one per head_dim: `consumers` warpgroups of 64 query rows each,
 // `block_n` keys per K/V tile, `stages` K/V slots in flight. Shared memory holds the Q tile and the
-// K/V ring (e.g. head_dim 128: 32 KB of Q + 2 x 88 KB of K/V). Measured on an H200
-// (docs/performance-cuda-hopper.md): 176 keys per tile beat 128 for head_dim 128 by 3-9% at 4k-16k,
-// 80 beat 64 for head_dim 256 by 2-9%; for head_dim 64, 192 keys won only from 8k on and lost
-// 30-40% at 512-1k, so it keeps 128.
+// K/V ring (e.g. head_dim 128: 32 KB of Q + 2 x 64 KB of K/V). Measured on an H200
+// (docs/performance-cuda-hopper.md); each choice compiles without spills: 80 keys beat 64 for head_dim
+// 256 by 2-9%; 176 keys for head_dim 128 (+3-9% at 4k-16k) and 192 for head_dim 64 (faster only from
+// 8k on, 30-40% slower at 512-1k) spilled registers, so both keep 128.
 #include <cuda_runtime_api.h>
 
 #include "kfa/detail/args.hpp"
@@ -23,7 +23,7 @@ struct Sm90Tiles {
 #define KFA_SM90_TILES_96 2, 128, 2
 #endif
 #ifndef KFA_SM90_TILES_128
-#define KFA_SM90_TILES_128 2, 176, 2
+#define KFA_SM90_TILES_128 2, 128, 2
 #endif
 #ifndef KFA_SM90_TILES_256
 #define KFA_SM90_TILES_256 2, 80, 2
