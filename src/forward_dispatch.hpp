@@ -11,18 +11,22 @@
 
 namespace kfa::detail {
 
-template <class ExecSpace>
+template <class ExecSpace, bool DeviceTiles>
 void run_portable_forward(const ExecSpace& exec, const ForwardArgs& a) {
+  using half = Kokkos::Experimental::half_t;
+  using bhalf = Kokkos::Experimental::bhalf_t;
   switch (a.dtype) {
-    case DType::f32: portable::run_forward<ExecSpace, float>(exec, a); break;
-    case DType::f64: portable::run_forward<ExecSpace, double>(exec, a); break;
-    case DType::f16: portable::run_forward<ExecSpace, Kokkos::Experimental::half_t>(exec, a); break;
-    case DType::bf16: portable::run_forward<ExecSpace, Kokkos::Experimental::bhalf_t>(exec, a); break;
+    case DType::f32: portable::run_forward<ExecSpace, float, DeviceTiles>(exec, a); break;
+    case DType::f64: portable::run_forward<ExecSpace, double, DeviceTiles>(exec, a); break;
+    case DType::f16: portable::run_forward<ExecSpace, half, DeviceTiles>(exec, a); break;
+    case DType::bf16: portable::run_forward<ExecSpace, bhalf, DeviceTiles>(exec, a); break;
   }
 }
 
-template <class ExecSpace>
-void forward_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
+/// forward_dispatch with the portable kernel picked by DeviceTiles (the GPU kernel or the host one),
+/// so tests can run the GPU kernel on host spaces.
+template <class ExecSpace, bool DeviceTiles = !portable::runs_on_host<ExecSpace>>
+void forward_dispatch_with(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
   ForwardArgs a = args;
   a.score = resolve_score(params, a.shape);
   resolve_block_mask(exec, params, a.shape, a.score);
@@ -38,8 +42,13 @@ void forward_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Para
   if (native_ok && want != Backend::portable)
     Native::forward(exec, a);
   else
-    run_portable_forward(exec, a);
+    run_portable_forward<ExecSpace, DeviceTiles>(exec, a);
   if (slopes.data() != nullptr) exec.fence("kfa::forward: keep ALiBi slopes alive");
+}
+
+template <class ExecSpace>
+void forward_dispatch(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
+  forward_dispatch_with(exec, args, params);
 }
 
 }  // namespace kfa::detail

@@ -8,6 +8,7 @@
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "portable/dropout.hpp"
+#include "portable/forward_device.hpp"
 #include "portable/kv_tile_walk.hpp"
 #include "portable/math.hpp"
 #include "portable/sequence.hpp"
@@ -35,17 +36,7 @@ struct ForwardKernel {
     return elems * sizeof(Acc) + 8 * 64;                    // alignment slack
   }
 
-  KOKKOS_FUNCTION void operator()(const Member& team) const {
-    // Consecutive teams share a head (L2 reuse); within a head the longest (last) tiles start first.
-    const std::int64_t idx = team.league_rank();
-    const std::int64_t qt = n_qtiles - 1 - idx % n_qtiles;
-    const std::int64_t bh = idx / n_qtiles;
-    const std::int64_t b = bh / a.shape.heads, h = bh % a.shape.heads;
-    if (!a.varlen.enabled()) return q_tile(team, b, h, qt);
-    ForwardKernel one = *this;  // packed sequences: run on sequence b alone
-    one.a = sequence_args<T, acc_t<T>>(a, b);
-    if (qt * tc.br < one.a.shape.seqlen_q) one.q_tile(team, b, h, qt);
-  }
+  KOKKOS_FUNCTION void operator()(const Member& team) const { for_query_tile<T>(*this, team, tc.br); }
 
   KOKKOS_FUNCTION void q_tile(const Member& team, std::int64_t b, std::int64_t h, std::int64_t qt) const {
     const detail::Shape& s = a.shape;
@@ -174,16 +165,21 @@ struct ForwardKernel {
   }
 };
 
-template <class ExecSpace, class T>
+/// DeviceTiles: the GPU kernel (forward_device.hpp); tests also run it on host spaces.
+template <class ExecSpace, class T, bool DeviceTiles = !runs_on_host<ExecSpace>>
 void run_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
-  using K = ForwardKernel<ExecSpace, T>;
-  K kernel{args, choose_tiles(exec, args.shape.head_dim, args.shape.seqlen_q, &K::scratch_bytes), 0};
-  fit_tiles_to_block_mask(kernel.tc.br, kernel.tc.bc, args.score.blocks);
-  kernel.n_qtiles = (args.shape.seqlen_q + kernel.tc.br - 1) / kernel.tc.br;
-  const std::int64_t league = args.shape.batch * args.shape.heads * kernel.n_qtiles;
-  Kokkos::TeamPolicy<ExecSpace, Kokkos::Schedule<Kokkos::Dynamic>> policy(exec, league, kernel.tc.team_size);
-  policy.set_scratch_size(kernel.tc.scratch_level, Kokkos::PerTeam(kernel.tc.scratch_bytes));
-  Kokkos::parallel_for("kfa::forward", policy, kernel);
+  if constexpr (DeviceTiles) {
+    run_device_forward<ExecSpace, T>(exec, args);
+  } else {
+    using K = ForwardKernel<ExecSpace, T>;
+    K kernel{args, choose_tiles(exec, args.shape.head_dim, args.shape.seqlen_q, &K::scratch_bytes), 0};
+    fit_tiles_to_block_mask(kernel.tc.br, kernel.tc.bc, args.score.blocks);
+    kernel.n_qtiles = (args.shape.seqlen_q + kernel.tc.br - 1) / kernel.tc.br;
+    const std::int64_t league = args.shape.batch * args.shape.heads * kernel.n_qtiles;
+    Kokkos::TeamPolicy<ExecSpace, Kokkos::Schedule<Kokkos::Dynamic>> policy(exec, league, kernel.tc.team_size);
+    policy.set_scratch_size(kernel.tc.scratch_level, Kokkos::PerTeam(kernel.tc.scratch_bytes));
+    Kokkos::parallel_for("kfa::forward", policy, kernel);
+  }
 }
 
 }  // namespace kfa::portable

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kfa/detail/args.hpp"
+#include "portable/math.hpp"
 
 namespace kfa::portable {
 
@@ -56,6 +57,22 @@ KOKKOS_INLINE_FUNCTION detail::BackwardArgs sequence_args(const detail::Backward
   skip_rows<T>(a.dv, k0);
   skip_rows<L>(a.lse, q0);
   return a;
+}
+
+/// Runs k.q_tile(team, b, h, qt) for the team's query tile (br rows) of a forward kernel k (members a,
+/// n_qtiles). Consecutive teams share a head (L2 reuse); within a head the longest (last) tiles
+/// start first. Packed sequences (unless the kernel is built without them): the tile runs on
+/// sequence b alone.
+template <class T, bool Packed = true, class Kernel, class Member>
+KOKKOS_INLINE_FUNCTION void for_query_tile(const Kernel& k, const Member& team, int br) {
+  const std::int64_t idx = team.league_rank();
+  const std::int64_t qt = k.n_qtiles - 1 - idx % k.n_qtiles;
+  const std::int64_t bh = idx / k.n_qtiles;
+  const std::int64_t b = bh / k.a.shape.heads, h = bh % k.a.shape.heads;
+  if (!Packed || !k.a.varlen.enabled()) return k.q_tile(team, b, h, qt);
+  Kernel one = k;
+  one.a = sequence_args<T, acc_t<T>>(k.a, b);
+  if (qt * br < one.a.shape.seqlen_q) one.q_tile(team, b, h, qt);
 }
 
 }  // namespace kfa::portable

@@ -74,11 +74,11 @@ inline void reference_forward_features(const HostQKV& in, const RefOptions& opt,
       }
 }
 
-/// Runs kfa::forward and kfa::reference::attention with `params` on `p` and checks both against the
-/// fp64 reference with `x` (the tolerance rule). Returns kfa's output error.
-template <class Space, class T>
+/// Runs kfa::forward (or `run`) and kfa::reference::attention with `params` on `p` and checks both
+/// against the fp64 reference with `x` (the tolerance rule). Returns kfa's output error.
+template <class Space, class T, class Run = KfaForward>
 double check_forward_features(Problem<Space, T>& p, const Params& params, const FeatureOptions& x,
-                              const std::string& what) {
+                              const std::string& what, Run run = {}) {
   std::vector<double> ref_o, ref_lse, o, lse, std_o, std_lse;
   reference_forward_features(p.host, p.opt, x, ref_o, ref_lse);
   Space space;
@@ -87,7 +87,7 @@ double check_forward_features(Problem<Space, T>& p, const Params& params, const 
   space.fence();
   p.read(std_o, std_lse);
   p.poison();
-  kfa::forward(space, p.q, p.k, p.v, p.o, p.lse, params);
+  run(space, p, params);
   space.fence();
   p.read(o, lse);
   const Dims& n = p.n;

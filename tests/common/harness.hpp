@@ -165,10 +165,18 @@ struct ForwardErrors {
   double kfa_o, plain_o, kfa_lse, plain_lse;
 };
 
-/// Runs kfa::forward and the plain unfused attention on the same inputs and checks both against fp64.
-template <class Space, class T>
+/// The forward under test: kfa::forward unless a suite swaps in another entry point.
+struct KfaForward {
+  template <class Space, class P>
+  void operator()(const Space& space, P& p, const Params& params) const {
+    kfa::forward(space, p.q, p.k, p.v, p.o, p.lse, params);
+  }
+};
+
+/// Runs kfa::forward (or `run`) and the plain unfused attention on the same inputs and checks both against fp64.
+template <class Space, class T, class Run = KfaForward>
 ForwardErrors check_forward(const Dims& n, const RefOptions& opt, bool bhsd = false, double magnitude = 1.0,
-                            Backend backend = Backend::automatic) {
+                            Backend backend = Backend::automatic, Run run = {}) {
   Problem<Space, T> p(n, opt, bhsd, magnitude);
   std::vector<double> ref_o, ref_lse, o, lse, std_o, std_lse;
   reference_forward(p.host, opt, ref_o, ref_lse);
@@ -180,7 +188,7 @@ ForwardErrors check_forward(const Dims& n, const RefOptions& opt, bool bhsd = fa
   space.fence();
   p.read(std_o, std_lse);
   p.poison();
-  kfa::forward(space, p.q, p.k, p.v, p.o, p.lse, params);
+  run(space, p, params);
   space.fence();
   p.read(o, lse);
   ForwardErrors e{max_abs_diff(o, ref_o), max_abs_diff(std_o, ref_o), max_abs_diff(lse, ref_lse),
