@@ -21,6 +21,8 @@
 // every phase that reads what other threads wrote).
 #include <Kokkos_Core.hpp>
 
+#include <cstdint>
+
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "portable/dropout.hpp"
@@ -98,6 +100,7 @@ struct DeviceForwardKernel {
   int br = D::tile, bc = D::tile;  // smaller only to fit a block mask (the rest is padding)
   std::int64_t n_qtiles = 0;
   int scratch_level = 0;
+  bool aligned_runs = false;  // every 4-element run of q, k, v starts 4-element aligned (see runs_aligned)
 
   static std::size_t scratch_bytes() {
     return sizeof(Acc) * D::tile * (qk_ld + k_ld + dp + D::red_ld) + 4 * 64;
@@ -167,18 +170,28 @@ struct DeviceForwardKernel {
 
   /// dst[r * ld + c] = src[b, row0 + r, h, c] for r < n, c < head_dim; zero elsewhere in [64 x dp].
   /// Consecutive threads move consecutive 4-element runs of a row (coalesced loads, one 16-byte
-  /// scratch store each); every thread walks down its column of runs with bumped pointers.
+  /// scratch store each); every thread walks down its column of runs, 8 loads in flight at a time
+  /// (all loaded before any is stored: the compiler cannot tell scratch from global memory).
   KOKKOS_INLINE_FUNCTION void load_tile(const Member& team, const detail::Tensor4& src, std::int64_t b,
                                         std::int64_t h, std::int64_t row0, int n, Acc* dst, int ld) const {
-    constexpr int runs = dp / 4, step = D::threads / runs;  // runs per row, rows per pass
+    constexpr int runs = dp / 4, step = D::threads / runs, passes = D::tile / step, group = 8;
     const int d = static_cast<int>(a.shape.head_dim);
     for (int u = 0; u < vpt; ++u) {
       const int t = team.team_rank() * vpt + u, r0 = t / runs, c = t % runs * 4;
       const T* in = static_cast<const T*>(src.data) + offset(src, b, row0 + r0, h) + c;
-      KFA_UNROLL for (int r = r0; r < D::tile; r += step, in += step * src.stride_s) {
-        Vec4<Acc> x;
-        KFA_UNROLL for (int i = 0; i < 4; ++i) x.v[i] = r < n && c + i < d ? static_cast<Acc>(in[i]) : Acc(0);
-        *reinterpret_cast<Vec4<Acc>*>(dst + r * ld + c) = x;
+      for (int p0 = 0; p0 < passes; p0 += group) {
+        Vec4<Acc> x[group];
+        KFA_UNROLL for (int p = 0; p < group; ++p, in += step * src.stride_s) {
+          const int r = r0 + (p0 + p) * step;
+          if (aligned_runs && r < n && c < d) {  // one 8-byte (16-bit types) or 16-byte load
+            const Vec4<T> w = *reinterpret_cast<const Vec4<T>*>(in);
+            KFA_UNROLL for (int i = 0; i < 4; ++i) x[p].v[i] = static_cast<Acc>(w.v[i]);
+          } else {
+            KFA_UNROLL for (int i = 0; i < 4; ++i) x[p].v[i] = r < n && c + i < d ? static_cast<Acc>(in[i]) : Acc(0);
+          }
+        }
+        KFA_UNROLL for (int p = 0; p < group; ++p)
+          *reinterpret_cast<Vec4<Acc>*>(dst + (r0 + (p0 + p) * step) * ld + c) = x[p];
       }
     }
   }
@@ -311,10 +324,22 @@ struct DeviceForwardKernel {
   }
 };
 
+/// True when head_dim, the strides and the base pointers of q, k, v are multiples of 4 elements,
+/// so that the 4-element runs of load_tile are aligned vectors.
+template <class T>
+bool runs_aligned(const detail::ForwardArgs& a) {
+  auto ok = [](const detail::Tensor4& t) {
+    return reinterpret_cast<std::uintptr_t>(t.data) % sizeof(Vec4<T>) == 0 && t.stride_b % 4 == 0 &&
+           t.stride_s % 4 == 0 && t.stride_h % 4 == 0;
+  };
+  return a.shape.head_dim % 4 == 0 && ok(a.q) && ok(a.k) && ok(a.v);
+}
+
 template <class ExecSpace, class T, int NG, bool Packed>
 void run_device_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
   using K = DeviceForwardKernel<ExecSpace, T, NG, Packed>;
   K kernel{args};
+  kernel.aligned_runs = runs_aligned<T>(args);
   fit_tiles_to_block_mask(kernel.br, kernel.bc, args.score.blocks);
   kernel.n_qtiles = (args.shape.seqlen_q + kernel.br - 1) / kernel.br;
   const std::int64_t league = args.shape.batch * args.shape.heads * kernel.n_qtiles;
