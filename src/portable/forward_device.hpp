@@ -14,8 +14,9 @@
 // 16-byte shared-memory load the 8 lanes of a quarter-warp share their rows (Q and P reads are
 // broadcasts) and run over 8 column groups: K rows padded to dpad + 4 floats start 4 banks apart, V
 // columns are contiguous. Every scratch access of the loops is then free of bank conflicts.
-// Scratch: Q, K (+ 4 floats a row), V and the reduction table, 102 KiB at head_dim 128 (two teams
-// per SM on an H100), 52 KiB at 64.
+// Scratch: Q, K (+ 4 floats a row), V and the reduction table: 103 KiB at head_dim 128, 56 KiB at 64,
+// 199 KiB at 256. ptxas (sm_90) gives the dense kernels 255 registers, spill-free up to head_dim 128,
+// so two teams (8 warps) share an SM.
 // Host spaces run ForwardKernel (forward_kernel.hpp). Tests run this kernel on Kokkos::Serial, where
 // the one team member plays all 128 threads in turn ("virtual threads"; team barriers separate
 // every phase that reads what other threads wrote).
