@@ -25,7 +25,7 @@ void run_portable_forward(const ExecSpace& exec, const ForwardArgs& a) {
 
 /// forward_dispatch with the portable kernel picked by DeviceTiles (the GPU kernel or the host one),
 /// so tests can run the GPU kernel on host spaces.
-template <class ExecSpace, bool DeviceTiles = !portable::runs_on_host<ExecSpace>>
+template <class ExecSpace, bool DeviceTiles = portable::device_forward_kernel<ExecSpace>>
 void forward_dispatch_with(const ExecSpace& exec, const ForwardArgs& args, const Params& params) {
   ForwardArgs a = args;
   a.score = resolve_score(params, a.shape);

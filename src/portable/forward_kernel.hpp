@@ -166,7 +166,7 @@ struct ForwardKernel {
 };
 
 /// DeviceTiles: the GPU kernel (forward_device.hpp); tests also run it on host spaces.
-template <class ExecSpace, class T, bool DeviceTiles = !runs_on_host<ExecSpace>>
+template <class ExecSpace, class T, bool DeviceTiles = device_forward_kernel<ExecSpace>>
 void run_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
   if constexpr (DeviceTiles) {
     run_device_forward<ExecSpace, T>(exec, args);

@@ -11,6 +11,15 @@ namespace kfa::portable {
 template <class ExecSpace>
 constexpr bool runs_on_host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible;
 
+#ifndef KFA_PORTABLE_GPU_KERNEL
+#define KFA_PORTABLE_GPU_KERNEL 0
+#endif
+/// Whether GPU spaces run the register-blocked forward (forward_device.hpp): opt-in through the CMake
+/// option KFA_PORTABLE_GPU_KERNEL until it has been checked on a GPU. The host suites run that kernel
+/// on Kokkos::Serial either way (tests/portable/test_forward_device_tiles.cpp).
+template <class ExecSpace>
+constexpr bool device_forward_kernel = !runs_on_host<ExecSpace> && KFA_PORTABLE_GPU_KERNEL;
+
 #ifndef KFA_HOST_BLOCK_ROWS
 #define KFA_HOST_BLOCK_ROWS 8  // rows of the host register block (portable/host_gemm.hpp)
 #endif
