@@ -39,34 +39,30 @@ int smem_bytes(std::int64_t d) {
   }
 }
 
-/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80),
-/// asked once per device.
-int device_smem_limit() {
+/// Attribute A of the current device, asked once per device (0 when the runtime cannot tell).
+template <cudaDeviceAttr A>
+int device_attribute() {
   static std::atomic<int> known[64] = {};
-  int dev = 0, bytes = 0;
+  int dev = 0, value = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  if (dev >= 0 && dev < 64 && (bytes = known[dev].load(std::memory_order_relaxed)) != 0) return bytes;
-  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  if (dev >= 0 && dev < 64) known[dev].store(bytes, std::memory_order_relaxed);
-  return bytes;
+  const bool cached = dev >= 0 && dev < 64;
+  if (cached && (value = known[dev].load(std::memory_order_relaxed)) != 0) return value;
+  if (cudaDeviceGetAttribute(&value, A, dev) != cudaSuccess) return 0;
+  if (cached) known[dev].store(value, std::memory_order_relaxed);
+  return value;
 }
 
-/// Compute capability (major * 10 + minor) of the current device, asked once per device.
+/// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80).
+int device_smem_limit() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
+
+#ifdef KFA_CUDA_HAS_SM90
+/// Compute capability of the current device as major * 10 + minor.
 int device_arch() {
-  static std::atomic<int> known[64] = {};
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  if (dev >= 0 && dev < 64 && known[dev].load(std::memory_order_relaxed) != 0) return known[dev].load(std::memory_order_relaxed);
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-    return 0;
-  if (dev >= 0 && dev < 64) known[dev].store(major * 10 + minor, std::memory_order_relaxed);
-  return major * 10 + minor;
+  return device_attribute<cudaDevAttrComputeCapabilityMajor>() * 10 + device_attribute<cudaDevAttrComputeCapabilityMinor>();
 }
 
 /// The Hopper kernel takes a supported case on an sm_90 device when TMA can address every tensor.
 bool use_sm90(const detail::ForwardArgs& a) {
-#ifdef KFA_CUDA_HAS_SM90
   static const int forced = [] {  // 0 automatic, 1 mma.sync, 2 Hopper
     const char* e = std::getenv("KFA_CUDA_FORWARD");
     return e == nullptr ? 0 : std::strcmp(e, "mma") == 0 ? 1 : std::strcmp(e, "wgmma") == 0 ? 2 : 0;
@@ -82,11 +78,8 @@ bool use_sm90(const detail::ForwardArgs& a) {
   // right-bounded window (causal) sees about half the keys.
   const std::int64_t keys = a.score.window_right >= 0 ? a.shape.seqlen_k / 2 : a.shape.seqlen_k;
   return !(a.shape.head_dim == 64 && keys <= 512);
-#else
-  (void)a;
-  return false;
-#endif
 }
+#endif  // KFA_CUDA_HAS_SM90
 
 template <class T>
 void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
