@@ -19,7 +19,7 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "Release build and host test suites"
 cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
-ctest --test-dir "$out/release" --output-on-failure
+ctest --test-dir "$out/release" --output-on-failure --verbose  # verbose: each suite's Catch2 summary
 
 step "Install, then build and run a consumer through find_package(kfa)"
 cmake --install "$out/release" --prefix "$out/install" >/dev/null
