@@ -38,6 +38,15 @@ else()
     URL_HASH SHA256=188817bb452ca805ee8701f1c5adbbb4fb83dc8d1c50624566a18a719ba0fa5e)
   FetchContent_MakeAvailable(kokkos)
   set(KFA_KOKKOS_BUILT_IN_TREE ON)
+  # Kokkos sets the GPU architecture only in its own directory scope; read it back.
+  get_directory_property(Kokkos_CUDA_ARCHITECTURES DIRECTORY "${kokkos_SOURCE_DIR}" DEFINITION
+    KOKKOS_CUDA_ARCHITECTURES)
+endif()
+# kfa's sources that include Kokkos are compiled for Kokkos's GPU architecture (CMake's default
+# architecture would leave only PTX for an older GPU, JIT-compiled at every first launch).
+if(Kokkos_CUDA_ARCHITECTURES AND NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES ${Kokkos_CUDA_ARCHITECTURES})
+  message(STATUS "kfa: CUDA architectures of the Kokkos sources: ${CMAKE_CUDA_ARCHITECTURES}")
 endif()
 
 if(KFA_BUILD_TESTS)
