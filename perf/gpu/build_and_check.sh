@@ -3,7 +3,8 @@
 # default, the portable register-blocked GPU kernel), then the GPU suite under each native forward
 # kernel and the portable path's forward benchmark. Logs go to OUT_DIR; a summary is printed last.
 #   perf/gpu/build_and_check.sh OUT_DIR [BUILD_DIR] [extra cmake args...]
-# env: KFA_DEPS_DIR (default ./.deps), KFA_CUDA_ARCHS (default 90), SUITE_TIMEOUT (default 300 s)
+# env: KFA_DEPS_DIR (default ./.deps), KFA_CUDA_ARCHS (default 90), SUITE_TIMEOUT (default 300 s),
+#      SKIP_BENCH=1 (suites only)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-build-cuda}"; shift $(( $# >= 2 ? 2 : $# ))
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,6 +30,7 @@ run_suite suite_default "KFA_NONE=1"
 run_suite suite_mma "KFA_CUDA_FORWARD=mma" "[native]~[backward]"
 run_suite suite_wgmma "KFA_CUDA_FORWARD=wgmma" "[native]~[backward]"
 grep -h -E "FAILED|failed|REQUIRE|CHECK" "$out"/suite_*.log | head -30
+[ "${SKIP_BENCH:-0}" = 1 ] && exit 0
 timeout 150 "$build/perf/gpu/kfa-gpu-bench" --paths portable,native --dims 64,128 --seqlens 1024,4096,8192 \
   --causal 0,1 --portable-reps 3 --reps 10 > "$out/bench.jsonl" 2> "$out/bench.err"
 python3 - "$out/bench.jsonl" <<'PY'
