@@ -25,6 +25,10 @@ else()
   elseif(_dev STREQUAL "CUDA")
     set(Kokkos_ENABLE_CUDA ON CACHE BOOL "")
     set(Kokkos_ARCH_${KFA_KOKKOS_ARCH} ON CACHE BOOL "")
+    # Kokkos enables CUDA inside its own scope, which would fix CMake's default architecture globally.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND KFA_KOKKOS_ARCH MATCHES "([0-9]+)$")
+      set(CMAKE_CUDA_ARCHITECTURES ${CMAKE_MATCH_1} CACHE STRING "GPU architecture of kfa's Kokkos sources")
+    endif()
     if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.25.2 AND NOT CMAKE_CXX_COMPILER MATCHES "nvcc_wrapper")
       set(Kokkos_ENABLE_COMPILE_AS_CMAKE_LANGUAGE ON CACHE BOOL "")
     endif()
@@ -38,14 +42,13 @@ else()
     URL_HASH SHA256=188817bb452ca805ee8701f1c5adbbb4fb83dc8d1c50624566a18a719ba0fa5e)
   FetchContent_MakeAvailable(kokkos)
   set(KFA_KOKKOS_BUILT_IN_TREE ON)
-  # Kokkos sets the GPU architecture only in its own directory scope; read it back.
-  get_directory_property(Kokkos_CUDA_ARCHITECTURES DIRECTORY "${kokkos_SOURCE_DIR}" DEFINITION
-    KOKKOS_CUDA_ARCHITECTURES)
 endif()
-# kfa's sources that include Kokkos are compiled for Kokkos's GPU architecture (CMake's default
-# architecture would leave only PTX for an older GPU, JIT-compiled at every first launch).
-if(Kokkos_CUDA_ARCHITECTURES AND NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+# kfa's sources that include Kokkos are compiled for Kokkos's GPU architecture: CMake's default would
+# leave PTX for an older GPU only, JIT-compiled at the first launch of each kernel (over a minute).
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND Kokkos_CUDA_ARCHITECTURES)
   set(CMAKE_CUDA_ARCHITECTURES ${Kokkos_CUDA_ARCHITECTURES})
+endif()
+if(Kokkos_ENABLE_CUDA)
   message(STATUS "kfa: CUDA architectures of the Kokkos sources: ${CMAKE_CUDA_ARCHITECTURES}")
 endif()
 
