@@ -6,12 +6,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "../../common/tile_scheduler.hpp"
+#include "device_attribute.hpp"
 #include "forward_config.hpp"
 #include "kfa_cuda/launch.hpp"
 #ifdef KFA_CUDA_HAS_SM90
@@ -39,19 +39,6 @@ int smem_bytes(std::int64_t d) {
   }
 }
 
-/// Attribute A of the current device, asked once per device (0 when the runtime cannot tell).
-template <cudaDeviceAttr A>
-int device_attribute() {
-  static std::atomic<int> known[64] = {};
-  int dev = 0, value = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  const bool cached = dev >= 0 && dev < 64;
-  if (cached && (value = known[dev].load(std::memory_order_relaxed)) != 0) return value;
-  if (cudaDeviceGetAttribute(&value, A, dev) != cudaSuccess) return 0;
-  if (cached) known[dev].store(value, std::memory_order_relaxed);
-  return value;
-}
-
 /// The current device's opt-in shared memory per block (e.g. 227 KB on sm_90, 163 KB on sm_80).
 int device_smem_limit() { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(); }
 
@@ -73,11 +60,11 @@ bool use_sm90(const detail::ForwardArgs& a) {
                         hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);
   if (!possible || forced == 2) return possible;
   // With few keys per query tile the Hopper kernel's fixed cost per block (Q load, pipeline fill, O
-  // store; its grid is not persistent yet) outweighs its faster loop: on an H200 the mma.sync kernel
-  // won at head_dim 64 up to 512 visible keys per row (docs/performance-cuda-hopper.md). A
+  // store) outweighs its faster loop: on an H200 the mma.sync kernel won at head_dim 64 below 512
+  // visible keys per row (causal 512: 174 vs 150 TFLOP/s; docs/performance-cuda-hopper.md). A
   // right-bounded window (causal) sees about half the keys.
   const std::int64_t keys = a.score.window_right >= 0 ? a.shape.seqlen_k / 2 : a.shape.seqlen_k;
-  return !(a.shape.head_dim == 64 && keys <= 512);
+  return !(a.shape.head_dim == 64 && keys < 512);
 }
 #endif  // KFA_CUDA_HAS_SM90
 

@@ -44,11 +44,11 @@ struct Case {
 };
 
 template <class T>
-T from_float(float x);
+__host__ __device__ T from_float(float x);
 template <>
-__nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+__host__ __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <>
-__half from_float<__half>(float x) { return __float2half(x); }
+__host__ __device__ __half from_float<__half>(float x) { return __float2half(x); }
 float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 float to_float(__half x) { return __half2float(x); }
 
@@ -72,7 +72,20 @@ void launch(Kernel k, const ForwardArgs& a, cudaStream_t st) {
   }
 }
 
-/// Device buffers and launcher arguments of one case.
+/// Uniform values in [-m, m) from a hash of the index: timing runs fill their inputs on the device,
+/// since host random numbers for 100M elements per case would dominate a benchmark sweep.
+template <class T>
+__global__ void fill_hash(T* p, std::int64_t n, unsigned seed, float m) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    unsigned x = static_cast<unsigned>(i) * 2654435761u + seed * 97u;
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    p[i] = from_float<T>((static_cast<float>(x & 0xffffu) / 32768.0f - 1.0f) * m);
+  }
+}
+
+/// Device buffers and launcher arguments of one case (host copies only for checked cases).
 template <class T>
 struct Problem {
   Case c;
@@ -81,24 +94,32 @@ struct Problem {
   ForwardArgs a;
   std::vector<T> hq, hk, hv;
 
-  explicit Problem(const Case& cs, std::mt19937_64& rng) : c(cs) {
+  explicit Problem(const Case& cs, std::mt19937_64& rng, bool timing_only = false) : c(cs) {
     std::normal_distribution<float> nd(0.0f, static_cast<float>(c.magnitude));
     auto fill = [&](std::vector<T>& h, std::int64_t n) {
       h.resize(n);
       for (auto& x : h) x = from_float<T>(nd(rng));
     };
     const std::int64_t nq = c.b * c.sq * c.h * c.d, nk = c.b * c.sk * c.hkv * c.d;
-    fill(hq, nq);
-    fill(hk, nk);
-    fill(hv, nk);
     CHECK(cudaMalloc(&q, nq * sizeof(T)));
     CHECK(cudaMalloc(&o, nq * sizeof(T)));
     CHECK(cudaMalloc(&k, nk * sizeof(T)));
     CHECK(cudaMalloc(&v, nk * sizeof(T)));
     CHECK(cudaMalloc(&lse, c.b * c.h * c.sq * sizeof(float)));
-    CHECK(cudaMemcpy(q, hq.data(), nq * sizeof(T), cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(k, hk.data(), nk * sizeof(T), cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(v, hv.data(), nk * sizeof(T), cudaMemcpyHostToDevice));
+    if (timing_only) {
+      const float m = static_cast<float>(c.magnitude) * 1.7f;  // about the normal's spread
+      fill_hash<<<1024, 256>>>(q, nq, 1, m);
+      fill_hash<<<1024, 256>>>(k, nk, 2, m);
+      fill_hash<<<1024, 256>>>(v, nk, 3, m);
+      CHECK(cudaDeviceSynchronize());
+    } else {
+      fill(hq, nq);
+      fill(hk, nk);
+      fill(hv, nk);
+      CHECK(cudaMemcpy(q, hq.data(), nq * sizeof(T), cudaMemcpyHostToDevice));
+      CHECK(cudaMemcpy(k, hk.data(), nk * sizeof(T), cudaMemcpyHostToDevice));
+      CHECK(cudaMemcpy(v, hv.data(), nk * sizeof(T), cudaMemcpyHostToDevice));
+    }
     a.dtype = std::is_same_v<T, __half> ? DType::f16 : DType::bf16;
     a.shape = {c.b, c.sq, c.sk, c.h, c.hkv, c.d};
     auto t4 = [&](void* p, std::int64_t s, std::int64_t heads) {
@@ -239,7 +260,7 @@ int run_bench(int reps) {
     for (int causal : {0, 1})
       for (std::int64_t n : {512, 1024, 2048, 4096, 8192, 16384}) {
         const std::int64_t b = std::max<std::int64_t>(1, 16384 / n), h = 2048 / d;
-        Problem<__nv_bfloat16> p({b, n, n, h, h, d, bool(causal)}, rng);
+        Problem<__nv_bfloat16> p({b, n, n, h, h, d, bool(causal)}, rng, true);
         const double flops = 4.0 * b * h * n * n * d / (causal ? 2 : 1);
         std::printf("{\"d\": %d, \"causal\": %d, \"n\": %lld", d, causal, (long long)n);
         for (Kernel k : {Kernel::mma, Kernel::wgmma}) {
@@ -273,7 +294,7 @@ int main(int argc, char** argv) {
       std::mt19937_64 rng(7);
       const int d = std::atoi(argv[2]);
       const std::int64_t n = std::atoll(argv[4]);
-      Problem<__nv_bfloat16> p({std::max<std::int64_t>(1, 16384 / n), n, n, 2048 / d, 2048 / d, d, std::atoi(argv[3]) != 0}, rng);
+      Problem<__nv_bfloat16> p({std::max<std::int64_t>(1, 16384 / n), n, n, 2048 / d, 2048 / d, d, std::atoi(argv[3]) != 0}, rng, true);
       launch<__nv_bfloat16>(Kernel::wgmma, p.a, 0);
       launch<__nv_bfloat16>(Kernel::wgmma, p.a, 0);
       CHECK(cudaDeviceSynchronize());

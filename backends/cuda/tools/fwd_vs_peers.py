@@ -1,7 +1,8 @@
 """The two native forwards (fwd_check --bench: mma.sync and Hopper wgmma) beside PyTorch SDPA's
 FlashAttention-2 and cuDNN kernels, in one call, on the FlashAttention-2 paper setup; prints TFLOP/s
 and ratios. Also a dense bf16 GEMM rate (torch.matmul 8192^3) for the fraction-of-GEMM column.
-  python3 fwd_vs_peers.py FWD_CHECK [--out results.json] [--reps 30]
+  python3 fwd_vs_peers.py FWD_CHECK [--out results.json] [--reps 30] [--variant NAME=FWD_CHECK ...]
+--variant adds the Hopper column of another build (a tile or schedule variant) to the same table.
 """
 import argparse, json, os, subprocess, sys
 
@@ -22,9 +23,18 @@ def main():
     ap.add_argument("fwd_check")
     ap.add_argument("--out", default="fwd_vs_peers.json")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--variant", action="append", default=[], help="NAME=FWD_CHECK")
     a = ap.parse_args()
-    out = subprocess.run([a.fwd_check, "--bench", str(a.reps)], check=True, capture_output=True, text=True).stdout
-    kfa = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+    def bench(path):
+        out = subprocess.run([path, "--bench", str(a.reps)], check=True, capture_output=True, text=True).stdout
+        return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+    kfa = bench(a.fwd_check)
+    variants = [v.split("=", 1) for v in a.variant]
+    for name, path in variants:
+        for r, v in zip(kfa, bench(path)):
+            r[name] = v["wgmma"]
     dims = sorted({r["d"] for r in kfa})
     seqlens = sorted({r["n"] for r in kfa})
     peers = run_peers(dims, seqlens)
@@ -39,12 +49,14 @@ def main():
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
           f"dense bf16 GEMM {gemm:.0f} TFLOP/s; forward TFLOP/s")
     print(f"{'d':>4} {'c':>1} {'n':>6} {'wgmma':>6} {'mma':>6} {'flash2':>6} {'cudnn':>6} "
-          f"{'wg/cudnn':>8} {'wg/fa2':>6} {'mma/fa2':>7} {'wg/gemm':>7}")
+          f"{'wg/cudnn':>8} {'wg/fa2':>6} {'mma/fa2':>7} {'wg/gemm':>7}" +
+          "".join(f" {name[:10]:>10} {'/cudnn':>6}" for name, _ in variants))
     for r in kfa:
         d, c, n = r["d"], r["causal"], r["n"]
         fa2, cud = peer("flash2", d, c, n), peer("cudnn", d, c, n)
         print(f"{d:>4} {c:>1} {n:>6} {r['wgmma']:6.1f} {r['mma']:6.1f} {fa2:6.1f} {cud:6.1f} "
-              f"{r['wgmma'] / cud:8.2f} {r['wgmma'] / fa2:6.2f} {r['mma'] / fa2:7.2f} {r['wgmma'] / gemm:7.1%}")
+              f"{r['wgmma'] / cud:8.2f} {r['wgmma'] / fa2:6.2f} {r['mma'] / fa2:7.2f} {r['wgmma'] / gemm:7.1%}" +
+              "".join(f" {r[name]:10.1f} {r[name] / cud:6.2f}" for name, _ in variants))
 
 
 if __name__ == "__main__":

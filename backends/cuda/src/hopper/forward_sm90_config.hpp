@@ -3,8 +3,8 @@
 // `block_n` keys per K/V tile, `stages` K/V slots in flight. Shared memory holds the Q tile and the
 // K/V ring (e.g. head_dim 128: 32 KB of Q + 2 x 64 KB of K/V). Measured on an H200
 // (docs/performance-cuda-hopper.md); each choice compiles without spills: 80 keys beat 64 for head_dim
-// 256 by 2-9%; 176 keys for head_dim 128 (+3-9% at 4k-16k) and 192 for head_dim 64 (faster only from
-// 8k on, 30-40% slower at 512-1k) spilled registers, so both keep 128.
+// 256 by 2-9%; 176 keys for head_dim 128 (+3-4% non-causal, slower causal) and 3 consumers for head_dim
+// 64 spill registers, so both keep 2 x 128.
 #include <cuda_runtime_api.h>
 
 #include "kfa/detail/args.hpp"
@@ -28,6 +28,12 @@ struct Sm90Tiles {
 #ifndef KFA_SM90_TILES_256
 #define KFA_SM90_TILES_256 2, 80, 2
 #endif
+
+#ifndef KFA_SM90_PINGPONG
+#define KFA_SM90_PINGPONG 1
+#endif
+/// Whether the consumer warpgroups take turns issuing their GEMMs (see Sm90PingPong).
+inline constexpr bool kSm90PingPong = KFA_SM90_PINGPONG != 0;
 
 template <int D>
 struct Sm90Config;
