@@ -14,7 +14,7 @@ t0=$(date +%s)
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
     -DKFA_KOKKOS_ARCH=HOPPER90 -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_ARCHS="${KFA_CUDA_ARCHS:-90}" \
-    -DKFA_PORTABLE_GPU_KERNEL=ON -DKFA_DEPS_DIR="${KFA_DEPS_DIR:-$root/.deps}" "$@" > "$out/configure.log" 2>&1 \
+    -DKFA_DEPS_DIR="${KFA_DEPS_DIR:-$root/.deps}" "$@" > "$out/configure.log" 2>&1 \
     || { tail -30 "$out/configure.log"; exit 1; }
 fi
 ninja -C "$build" kfa-tests-cuda kfa-gpu-bench > "$out/build.log" 2>&1 || { grep -B2 -A20 "error" "$out/build.log" | head -60; exit 1; }

@@ -17,8 +17,8 @@
 // Scratch: Q, K (+ 4 floats a row), V and the reduction table: 103 KiB at head_dim 128, 56 KiB at 64,
 // 199 KiB at 256. ptxas (sm_90) gives the dense kernels 255 registers, spill-free up to head_dim 128,
 // so two teams (8 warps) share an SM.
-// Host spaces run ForwardKernel (forward_kernel.hpp); GPU spaces run this kernel when built with
-// KFA_PORTABLE_GPU_KERNEL=ON (tile_config.hpp), else ForwardKernel too. Tests run this kernel on Kokkos::Serial, where
+// Host spaces run ForwardKernel (forward_kernel.hpp); GPU spaces run this kernel unless built with
+// KFA_PORTABLE_GPU_KERNEL=OFF (tile_config.hpp). Tests run this kernel on Kokkos::Serial, where
 // the one team member plays all 128 threads in turn ("virtual threads"; team barriers separate
 // every phase that reads what other threads wrote).
 #include <Kokkos_Core.hpp>
