@@ -14,7 +14,7 @@ constexpr bool runs_on_host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, type
 #ifndef KFA_PORTABLE_GPU_KERNEL
 #define KFA_PORTABLE_GPU_KERNEL 1
 #endif
-/// Whether GPU spaces run the register-blocked forward (forward_device.hpp; 4-6x faster on an H200)
+/// Whether GPU spaces run the register-blocked forward (forward_device.hpp; 5-8x faster on an H200)
 /// rather than the scratch-tile kernel of the host spaces; the CMake option KFA_PORTABLE_GPU_KERNEL=OFF
 /// keeps the latter. The host suites run the register-blocked kernel on Kokkos::Serial either way
 /// (tests/portable/test_forward_device_tiles.cpp).
