@@ -4,7 +4,7 @@ use, one inline-asm wrapper per (N, element type, A source). PTX names every acc
 separately, so the wrappers are generated rather than written by hand.
     python3 backends/cuda/tools/gen_wgmma_ops.py > backends/cuda/src/hopper/wgmma_ops.cuh
 """
-SS_N = [64, 80, 96, 128, 176, 192]   # S = Q K^T: N = keys per tile
+SS_N = [64, 80, 96, 128, 144, 176, 192]   # S = Q K^T: N = keys per tile
 RS_N = [64, 96, 128, 256]            # O += P V: N = head_dim
 TYPES = [("__nv_bfloat16", "bf16"), ("__half", "f16")]
 

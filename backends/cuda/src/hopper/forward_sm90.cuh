@@ -172,12 +172,17 @@ struct Sm90Consumer {
       mbar_wait(bar.k_full(s), ((kv0 + j) / S) & 1);
       fence_registers(acc_s);
       wgmma_fence();
+      // Each k16 step's descriptor is the base's plus its byte offset / 16; the Q base is made opaque
+      // here so that the compiler rebuilds the steps' descriptors (one add each) rather than keeping
+      // all of them live across the loop, which costs two registers per step.
+      std::uint64_t qd = smem_desc(q_s + wg * 64 * 128, 0);
+      asm volatile("" : "+l"(qd));
+      const std::uint64_t kd = smem_desc(k_slot(s), 0);
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
         const std::uint32_t kofs = (ks % 4) * 32;  // k16 steps inside a 128-byte row
-        const std::uint64_t da = smem_desc(q_s + (ks / 4) * F::block_m * 128 + wg * 64 * 128 + kofs, 0);
-        const std::uint64_t db = smem_desc(k_slot(s) + (ks / 4) * BN * 128 + kofs, 0);
-        Mma_s::template ss<0>(acc_s, da, db, ks > 0);
+        Mma_s::template ss<0>(acc_s, qd + (((ks / 4) * F::block_m * 128 + kofs) >> 4),
+                              kd + (((ks / 4) * BN * 128 + kofs) >> 4), ks > 0);
       }
       wgmma_commit();
       fence_registers(acc_s);
@@ -188,9 +193,9 @@ struct Sm90Consumer {
       mbar_wait(bar.v_full(s), ((kv0 + j) / S) & 1);
       fence_registers(acc_o);
       wgmma_fence();
+      const std::uint64_t vd = smem_desc(v_slot(s), BN * 128);
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk)
-        Mma_o::template rs<1>(acc_o, p[kk], smem_desc(v_slot(s) + kk * 2048, BN * 128), 1);
+      for (int kk = 0; kk < BN / 16; ++kk) Mma_o::template rs<1>(acc_o, p[kk], vd + ((kk * 2048) >> 4), 1);
       wgmma_commit();
       fence_registers(acc_o);
     };
@@ -201,7 +206,9 @@ struct Sm90Consumer {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const detail::VisibleRange r = detail::visible_keys(my_row + 8 * h, a.shape, a.score);
-          const std::int64_t first = r.begin - col0, end = r.end - col0;
+          // Narrowed to the tile's columns, so that the per-element tests below are 32-bit.
+          const int first = static_cast<int>(r.begin - col0 < 0 ? 0 : r.begin - col0 > BN ? BN : r.begin - col0);
+          const int end = static_cast<int>(r.end - col0 < 0 ? 0 : r.end - col0 > BN ? BN : r.end - col0);
 #pragma unroll
           for (int i = 0; i < BN / 8; ++i)
 #pragma unroll
