@@ -61,7 +61,7 @@ bool use_sm90(const detail::ForwardArgs& a) {
   if (!possible || forced == 2) return possible;
   // With few keys per query tile the Hopper kernel's fixed cost per block (Q load, pipeline fill, O
   // store) outweighs its faster loop: on an H200 the mma.sync kernel won at head_dim 64 below 512
-  // visible keys per row (causal 512: 174 vs 150 TFLOP/s; docs/performance-cuda-hopper.md). A
+  // visible keys per row (causal 512: 176 vs 156 TFLOP/s; docs/performance-cuda-hopper.md). A
   // right-bounded window (causal) sees about half the keys.
   const std::int64_t keys = a.score.window_right >= 0 ? a.shape.seqlen_k / 2 : a.shape.seqlen_k;
   return !(a.shape.head_dim == 64 && keys < 512);
