@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../../../tests/cuda/backward_cuda_check.hpp"
+#include "device_fill.cuh"
 
 using namespace kfa::test::cuda_bwd;
 
@@ -80,15 +81,6 @@ int run_checks(bool quick) {
 }
 
 // ---------------------------------------------------------------- timing
-__global__ void fill_random(__nv_bfloat16* x, std::size_t n, std::uint64_t seed, float scale) {
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
-    std::uint64_t z = (i + seed) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    x[i] = __float2bfloat16(scale * (float(z >> 40) / float(1 << 24) * 2.0f - 1.0f));
-  }
-}
 __global__ void fill_const(float* x, std::size_t n, float v) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) x[i] = v;
 }
@@ -113,7 +105,7 @@ int run_bench(int only_d = 0, int only_causal = -1, std::int64_t only_n = 0, int
         for (auto** p : {&q, &k, &v, &o, &go, &dq, &dk, &dv}) CHECK_CUDA(cudaMalloc(p, n * sizeof(__nv_bfloat16)));
         CHECK_CUDA(cudaMalloc(&lse, sizeof(float) * B * H * N));
         int seed = 1;
-        for (auto* p : {q, k, v, o, go}) fill_random<<<1024, 256>>>(p, n, 1000003ull * seed++, 1.0f);
+        for (auto* p : {q, k, v, o, go}) fill_uniform<<<1024, 256>>>(p, n, 1000003ull * seed++, 1.0f);
         fill_const<<<1024, 256>>>(lse, B * H * N, std::log(float(N)));
         CHECK_CUDA(cudaGetLastError());
         BackwardArgs a;

@@ -23,6 +23,7 @@
 
 #include "forward_config.hpp"
 #include "hopper/forward_sm90_config.hpp"
+#include "device_fill.cuh"
 
 #define CHECK(x)                                                                                       \
   do {                                                                                                 \
@@ -44,11 +45,11 @@ struct Case {
 };
 
 template <class T>
-__host__ __device__ T from_float(float x);
+T from_float(float x);
 template <>
-__host__ __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+__nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <>
-__host__ __device__ __half from_float<__half>(float x) { return __float2half(x); }
+__half from_float<__half>(float x) { return __float2half(x); }
 float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 float to_float(__half x) { return __half2float(x); }
 
@@ -69,19 +70,6 @@ void launch(Kernel k, const ForwardArgs& a, cudaStream_t st) {
     case 128: go(std::integral_constant<int, 128>{}); break;
     case 256: go(std::integral_constant<int, 256>{}); break;
     default: throw std::runtime_error("head_dim");
-  }
-}
-
-/// Uniform values in [-m, m) from a hash of the index: timing runs fill their inputs on the device,
-/// since host random numbers for 100M elements per case would dominate a benchmark sweep.
-template <class T>
-__global__ void fill_hash(T* p, std::int64_t n, unsigned seed, float m) {
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
-    unsigned x = static_cast<unsigned>(i) * 2654435761u + seed * 97u;
-    x ^= x >> 13;
-    x *= 0x5bd1e995u;
-    x ^= x >> 15;
-    p[i] = from_float<T>((static_cast<float>(x & 0xffffu) / 32768.0f - 1.0f) * m);
   }
 }
 
@@ -108,9 +96,9 @@ struct Problem {
     CHECK(cudaMalloc(&lse, c.b * c.h * c.sq * sizeof(float)));
     if (timing_only) {
       const float m = static_cast<float>(c.magnitude) * 1.7f;  // about the normal's spread
-      fill_hash<<<1024, 256>>>(q, nq, 1, m);
-      fill_hash<<<1024, 256>>>(k, nk, 2, m);
-      fill_hash<<<1024, 256>>>(v, nk, 3, m);
+      fill_uniform<<<1024, 256>>>(q, std::size_t(nq), 1, m);
+      fill_uniform<<<1024, 256>>>(k, std::size_t(nk), 2, m);
+      fill_uniform<<<1024, 256>>>(v, std::size_t(nk), 3, m);
       CHECK(cudaDeviceSynchronize());
     } else {
       fill(hq, nq);
