@@ -74,6 +74,7 @@ BlockSparseSpec block_sparse_spec(const ExecSpace& exec, const BlockMask& m) {
     spec.partial_col_ptr = reinterpret_cast<const std::int32_t*>(p(7));
     spec.partial_row_idx = reinterpret_cast<const std::int32_t*>(p(8));
     spec.col_partial_entry = reinterpret_cast<const std::int32_t*>(p(9));
+    spec.block_state = reinterpret_cast<const std::int32_t*>(p(10));
     return spec;
   }
 }

@@ -196,6 +196,7 @@ class BlockMask {
     s.partial_col_ptr = partial_col_ptr_.data();
     s.partial_row_idx = partial_row_idx_.data();
     s.col_partial_entry = col_partial_entry_.data();
+    s.block_state = block_state_.data();
     s.block_q = static_cast<std::int32_t>(shape_.block_q);
     s.block_k = static_cast<std::int32_t>(shape_.block_k);
     s.n_qblocks = static_cast<std::int32_t>(n_qblocks_);
@@ -214,7 +215,8 @@ class BlockMask {
   std::vector<Array> arrays() const {
     auto a = [](const auto& v) { return Array{v.data(), v.size() * sizeof(v[0])}; };
     return {a(row_ptr_), a(col_idx_), a(partial_row_ptr_), a(partial_col_idx_), a(partial_bits_),
-            a(col_ptr_), a(row_idx_), a(partial_col_ptr_), a(partial_row_idx_), a(col_partial_entry_)};
+            a(col_ptr_), a(row_idx_), a(partial_col_ptr_), a(partial_row_idx_), a(col_partial_entry_),
+            a(block_state_)};
   }
 
   /// Copies of the arrays in other memory spaces, keyed by the space's name, made on first use.
@@ -277,6 +279,13 @@ class BlockMask {
                       " is listed both as full and as partial");
     transpose(row_ptr_, col_idx_, col_ptr_, row_idx_, nullptr);
     transpose(partial_row_ptr_, partial_col_idx_, partial_col_ptr_, partial_row_idx_, &col_partial_entry_);
+    // The dense state of every (mask row, key block), for kernels whose tiles differ from the blocks.
+    block_state_.assign(static_cast<std::size_t>(rows() * n_kblocks_), detail::block_skipped);
+    for (std::int64_t r = 0; r < rows(); ++r) {
+      for (std::int32_t e = row_ptr_[r]; e < row_ptr_[r + 1]; ++e) block_state_[r * n_kblocks_ + col_idx_[e]] = detail::block_full;
+      for (std::int32_t e = partial_row_ptr_[r]; e < partial_row_ptr_[r + 1]; ++e)
+        block_state_[r * n_kblocks_ + partial_col_idx_[e]] = e;
+    }
   }
 
   /// Column-compressed copy: per (mb, mh, key block), the query blocks in increasing order.
@@ -303,6 +312,7 @@ class BlockMask {
   std::vector<std::int32_t> row_ptr_, col_idx_, partial_row_ptr_, partial_col_idx_;
   std::vector<std::uint32_t> partial_bits_;
   std::vector<std::int32_t> col_ptr_, row_idx_, partial_col_ptr_, partial_row_idx_, col_partial_entry_;
+  std::vector<std::int32_t> block_state_;  // [mask row][key block]: block_skipped, block_full or a partial entry
   std::shared_ptr<DeviceCopies> copies_ = std::make_shared<DeviceCopies>();
 };
 

@@ -38,9 +38,9 @@ namespace debug {
 ///   probs [batch, heads, seqlen_q, seqlen_k] of lse_type<T> (written): softmax(scores) with every mask
 ///         applied (0 where masked), before dropout;
 ///   keep  [batch, heads, seqlen_q, seqlen_k] of std::uint8_t (written unless it is an empty View): the
-///         dropout mask, 1 = kept (scaled by 1 / (1 - dropout_p) in the forward), 0 = dropped; all 1
+///         dropout mask, 1 = kept (scaled by 1 / (1 - p_eff) in the forward, p_eff = round(256 dropout_p) / 256), 0 = dropped; all 1
 ///         when dropout_p = 0. It is the RNG's answer for every element, masked or not.
-/// The forward's O equals sum_j probs * keep / (1 - dropout_p) * V up to rounding.
+/// The forward's O equals sum_j probs * keep / (1 - p_eff) * V up to rounding.
 template <class ExecSpace, class Q, class K, class V, class P, class M>
 void attention_probabilities(const ExecSpace& exec, const Q& q, const K& k, const V& v, const P& probs,
                              const M& keep, const Params& params = {}) {

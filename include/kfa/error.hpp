@@ -10,4 +10,11 @@ class Error : public std::invalid_argument {
   explicit Error(const std::string& what) : std::invalid_argument("kfa: " + what) {}
 };
 
+/// Thrown when the device fails to run a kernel (launch failure, out of memory): not the caller's
+/// arguments but the machine's state. What was written is unspecified.
+class LaunchError : public std::runtime_error {
+ public:
+  explicit LaunchError(const std::string& what) : std::runtime_error("kfa: " + what) {}
+};
+
 }  // namespace kfa

@@ -26,6 +26,7 @@ struct Params {
   /// ALiBi: per-head slopes (size heads), bias = -slope * |i + seqlen_k - seqlen_q - j|; empty = off.
   std::vector<float> alibi_slopes;
   /// Dropout on the attention probabilities (Philox counter RNG keyed by seed/offset); 0 = off.
+  /// Realized with 8-bit resolution: p_eff = round(256 p) / 256, kept values scaled by 1 / (1 - p_eff).
   double dropout_p = 0.0;
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;

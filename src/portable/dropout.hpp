@@ -1,7 +1,7 @@
 #pragma once
 // Fused dropout of the portable kernels: zeroes the dropped probabilities of one score row with the
-// Philox mask of kfa/detail/philox.hpp (one Philox block per four columns). The keep-scale
-// 1 / (1 - p) is applied once per row when the output is normalized.
+// Philox mask of kfa/detail/philox.hpp (one Philox block per 16 columns). The keep-scale
+// 1 / (1 - p) (p as the threshold realizes it) is applied once per row when the output is normalized.
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
@@ -24,28 +24,36 @@ struct Dropout {
     if (!on) return;
     key = detail::derive_dropout_key(s.seed, s.offset);
     threshold = detail::dropout_threshold(s.dropout_p);
-    keep_scale = 1.0 / (1.0 - static_cast<double>(s.dropout_p));
+    keep_scale = detail::dropout_keep_scale(s.dropout_p);
   }
 
-  /// p[c] = 0 for the dropped columns col0 + c, c < n. col0 must be a multiple of 4.
+  /// p[c] = 0 for the dropped columns col0 + c, c < n (one Philox block per 16-column group).
   template <class Acc>
   KOKKOS_INLINE_FUNCTION void apply(Acc* p, int n, std::int64_t b, std::int64_t h, std::int64_t row,
                                     std::int64_t col0) const {
-    for (int c = 0; c < n; c += 4) {
-      const detail::Philox4 r = detail::dropout_words(key, b + batch_base, h, row, col0 + c);
-      for (int l = 0; l < 4 && c + l < n; ++l)
-        if (r.w[l] < threshold) p[c + l] = Acc(0);
-    }
+    for_groups(n, col0, b, h, row, [&](int c, std::uint32_t byte) {
+      if (byte < threshold) p[c] = Acc(0);
+    });
   }
 
-  /// x[c] *= Z(row, col0 + c) with Z = 1 / (1 - p) when kept, 0 when dropped. col0 a multiple of 4.
+  /// x[c] *= Z(row, col0 + c) with Z = 1 / (1 - p) when kept, 0 when dropped.
   template <class Acc>
   KOKKOS_INLINE_FUNCTION void scale_row(Acc* x, int n, std::int64_t b, std::int64_t h, std::int64_t row,
                                         std::int64_t col0) const {
     const Acc z = static_cast<Acc>(keep_scale);
-    for (int c = 0; c < n; c += 4) {
-      const detail::Philox4 r = detail::dropout_words(key, b + batch_base, h, row, col0 + c);
-      for (int l = 0; l < 4 && c + l < n; ++l) x[c + l] = r.w[l] < threshold ? Acc(0) : x[c + l] * z;
+    for_groups(n, col0, b, h, row, [&](int c, std::uint32_t byte) { x[c] = byte < threshold ? Acc(0) : x[c] * z; });
+  }
+
+  /// f(c, random byte of column col0 + c) for c < n, one Philox block per 16-column group.
+  template <class F>
+  KOKKOS_INLINE_FUNCTION void for_groups(int n, std::int64_t col0, std::int64_t b, std::int64_t h, std::int64_t row,
+                                         const F& f) const {
+    int c = 0;
+    while (c < n) {
+      const std::int64_t col = col0 + c;
+      const detail::Philox4 r = detail::dropout_words(key, b + batch_base, h, row, col);
+      const int first = static_cast<int>(col & 15);
+      for (int l = first; l < 16 && c < n; ++l, ++c) f(c, detail::dropout_byte(r, l));
     }
   }
 

@@ -278,9 +278,9 @@ struct DeviceForwardKernel {
   KOKKOS_INLINE_FUNCTION static bool keeps(const Dropout& dropout, std::int64_t b, std::int64_t h, std::int64_t row,
                                            std::int64_t col) {
     const detail::Philox4 r = detail::dropout_words(dropout.key, b + dropout.batch_base, h, row, col);
-    const int q = static_cast<int>(col & 3);
+    const int c = static_cast<int>(col & 15), q = detail::dropout_word_of(c);
     const std::uint32_t w = q == 0 ? r.w[0] : q == 1 ? r.w[1] : q == 2 ? r.w[2] : r.w[3];
-    return w >= dropout.threshold;
+    return ((w >> (8 * detail::dropout_byte_of(c))) & 0xffu) >= dropout.threshold;
   }
 
   /// x.o += P V over the tile's 64 keys (padding keys have P = 0 and V = 0). Per 4 keys and 64 columns:

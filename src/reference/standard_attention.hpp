@@ -78,7 +78,7 @@ void run_standard(const ExecSpace& exec, const ForwardArgs& a) {
   // Pass 2: row softmax in place (masked keys get probability 0), LSE; then dropout on P.
   const kfa::detail::DropoutKey dkey = kfa::detail::derive_dropout_key(sc.seed, sc.offset);
   const std::uint32_t dthreshold = kfa::detail::dropout_threshold(sc.dropout_p);
-  const Acc keep_scale = static_cast<Acc>(1.0 / (1.0 - static_cast<double>(sc.dropout_p)));
+  const Acc keep_scale = static_cast<Acc>(kfa::detail::dropout_keep_scale(sc.dropout_p));
   Kokkos::parallel_for("kfa::reference::softmax", Kokkos::RangePolicy<ExecSpace>(exec, 0, rows),
       KOKKOS_LAMBDA(std::int64_t r) {
         std::int64_t b, h, i;

@@ -59,7 +59,7 @@ void run_standard_backward(const ExecSpace& exec, const BackwardArgs& a) {
   // Dropout: the forward used P * Z with Z = 1 / (1 - p) where kept, 0 where dropped.
   const kfa::detail::DropoutKey dkey = kfa::detail::derive_dropout_key(sc.seed, sc.offset);
   const std::uint32_t dthreshold = kfa::detail::dropout_threshold(sc.dropout_p);
-  const Acc keep_scale = static_cast<Acc>(1.0 / (1.0 - static_cast<double>(sc.dropout_p)));
+  const Acc keep_scale = static_cast<Acc>(kfa::detail::dropout_keep_scale(sc.dropout_p));
   auto z = KOKKOS_LAMBDA(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j)->Acc {
     if (sc.dropout_p == 0.0f) return Acc(1);
     return kfa::detail::dropout_keep(dkey, dthreshold, b + sc.batch_base, h, i, j) ? keep_scale : Acc(0);

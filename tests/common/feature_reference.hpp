@@ -30,7 +30,7 @@ inline bool ref_keep(const FeatureOptions& x, std::int64_t b, std::int64_t h, st
 }
 
 inline double ref_keep_scale(const FeatureOptions& x) {
-  return 1.0 / (1.0 - static_cast<double>(static_cast<float>(x.dropout_p)));
+  return kfa::detail::dropout_keep_scale(static_cast<float>(x.dropout_p));
 }
 
 /// Like reference_forward, with the extra mask and dropout; probs (optional) receives the softmax

@@ -75,8 +75,10 @@ TEMPLATE_LIST_TEST_CASE("dropout: the returned mask and probabilities match the 
 
 TEST_CASE("dropout: keep rate within statistical bounds, streams differ by seed and offset", "[dropout]") {
   const std::int64_t rows = 200, cols = 1000;
-  for (double p : {0.05, 0.3, 0.5, 0.9}) {
-    const FeatureOptions x = dropout(p, 1234, 99);
+  for (double p_asked : {0.05, 0.3, 0.5, 0.9}) {
+    const FeatureOptions x = dropout(p_asked, 1234, 99);
+    const double p = kfa::detail::dropout_effective_p(static_cast<float>(p_asked));  // a multiple of 1/256
+    CHECK(std::abs(p - p_asked) <= 1.0 / 512);
     std::int64_t kept = 0;
     for (std::int64_t i = 0; i < rows; ++i)
       for (std::int64_t j = 0; j < cols; ++j) kept += ref_keep(x, 1, 3, i, j);

@@ -28,11 +28,11 @@ struct BackwardTiles {
 __device__ inline float lse_offset(float lse) { return lse == -INFINITY ? INFINITY : lse * common::log2e; }
 
 /// Gradient of one score: returns dL/d(dot) / scale, and sets p to the probability.
-__device__ inline float score_gradient(float dot, float dp, float lse_off, float delta, const common::ScoreMod& mod,
+__device__ inline float score_gradient(float dot, float dp, float lse_off, float delta, const detail::ScoreMod& mod,
                                        std::int64_t query, std::int64_t key, const detail::Shape& s,
                                        const detail::ScoreSpec& sc, bool full, float sl2, float& p) {
   const bool visible = full || detail::key_visible(query, key, s, sc);
-  const common::ModifiedScore m = common::modify_score(dot, mod, query, key, s, visible);
+  const detail::ModifiedScore m = detail::modify_score(dot, mod, query, key, s, visible);
   p = visible ? exp2f(m.x * sl2 - lse_off) : 0.0f;
   return p * (dp - delta) * m.dx_ddot;
 }
@@ -78,7 +78,7 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
 
   for (std::int64_t g = 0; g < group; ++g) {
     const std::int64_t head = head_kv * group + g;
-    const common::ScoreMod mod = common::make_score_mod(sc, head);
+    const detail::ScoreMod mod = detail::make_score_mod(sc, head);
     const u16* qp = static_cast<const u16*>(a.q.data) + batch * a.q.stride_b + head * a.q.stride_h;
     const u16* dop = static_cast<const u16*>(a.dout.data) + batch * a.dout.stride_b + head * a.dout.stride_h;
     const u16* op = static_cast<const u16*>(a.o.data) + batch * a.o.stride_b + head * a.o.stride_h;
@@ -205,8 +205,8 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
 #pragma unroll
   for (int b = 0; b < T::d_blocks; ++b) dq[b] = zero_acc();
   const float sl2 = common::scale_log2(sc.scale);
-  const common::ScoreMod mod = common::make_score_mod(sc, tc.head);
-  const common::KeyTiles tiles = common::key_tiles(q0, q_end, T::rows, s, sc);
+  const detail::ScoreMod mod = detail::make_score_mod(sc, tc.head);
+  const detail::KeyTrip tiles = detail::key_trip(q0, q_end, T::rows, s, sc);
   const detail::VisibleRange wave_keys =
       wave_active ? detail::visible_keys(wq0, wq_end, s, sc) : detail::VisibleRange{0, 0};
 

@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "../../common/online_softmax.hpp"
-#include "../../common/score_mod.hpp"
+#include "kfa/detail/feature_policy.hpp"
 #include "../../common/tile_scheduler.hpp"
 #include "attention_fragments.hpp"
 #include "kfa/detail/args.hpp"
@@ -71,9 +71,9 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
   for (int b = 0; b < T::d_blocks; ++b) o[b] = zero_acc();
   float row_max = -INFINITY, lane_sum = 0.0f;  // this lane's query; the sum covers the lane's keys only
   const float sl2 = common::scale_log2(sc.scale);
-  const common::ScoreMod mod = common::make_score_mod(sc, tc.head);
+  const detail::ScoreMod mod = detail::make_score_mod(sc, tc.head);
 
-  const common::KeyTiles tiles = common::key_tiles(q0, q_end, T::keys, s, sc);
+  const detail::KeyTrip tiles = detail::key_trip(q0, q_end, T::keys, s, sc);
   const detail::VisibleRange wave_keys =
       wave_active ? detail::visible_keys(wq0, wq_end, s, sc) : detail::VisibleRange{0, 0};
 
@@ -106,7 +106,7 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
         const mfma::Coord c = frag::fwd::score(lane, r);  // {key, query}
         const std::int64_t key = k0 + n * mfma::tile_n + c.row, query = wq0 + c.col;
         const bool visible = full || detail::key_visible(query, key, s, sc);
-        st[n][r] = common::modify_score(st[n][r], mod, query, key, s, visible).x;
+        st[n][r] = detail::modify_score(st[n][r], mod, query, key, s, visible).x;
         tile_max = fmaxf(tile_max, st[n][r]);
       }
     tile_max = column_max(tile_max);

@@ -8,6 +8,11 @@
 
 namespace kfa::detail {
 
+/// Dense per-block states of BlockSparseSpec::block_state: skipped, full, or (>= 0) the index of a
+/// partial entry (its bits at partial_bits + index * words_per_block).
+inline constexpr std::int32_t block_skipped = -1;
+inline constexpr std::int32_t block_full = -2;
+
 /// A block mask in the execution space's memory. Mask row r = (mb * heads + mh) * n_qblocks + qb,
 /// with mb = batch index (0 when the mask broadcasts over batch) and mh likewise for heads. The KV
 /// blocks of a row are sorted; "full" blocks are computed whole, "partial" blocks apply an element
@@ -25,6 +30,9 @@ struct BlockSparseSpec {
   const std::int32_t* partial_col_ptr = nullptr;
   const std::int32_t* partial_row_idx = nullptr;
   const std::int32_t* col_partial_entry = nullptr;
+  /// [mask row][key block] dense states (block_skipped / block_full / partial entry), so that a kernel
+  /// whose tiles are not the mask's blocks classifies any tile in O(blocks it covers).
+  const std::int32_t* block_state = nullptr;
   std::int32_t block_q = 0, block_k = 0, n_qblocks = 0, n_kblocks = 0;
   std::int32_t batch = 1, heads = 1;  // 1 = broadcast
   std::int32_t words_per_block = 0;
