@@ -33,10 +33,6 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
   a.deterministic = params.deterministic;
   const Backend want = requested_backend(params);
   using Native = NativeBackend<ExecSpace>;
-  const bool native_ok = Native::available && !portable_only(a.score, a.varlen) && Native::supports_backward(a);
-  if (want == Backend::native && !native_ok)
-    throw Error(std::string("no native backward kernel for this case (dtype ") + dtype_name(a.dtype) +
-                ", head_dim " + std::to_string(a.shape.head_dim) + ") on this execution space");
   const BackwardWorkspaceLayout ws =
       backward_workspace_layout(a.dtype, a.shape, a.deterministic, !params.alibi_slopes.empty());
   if (a.workspace != nullptr && a.workspace_bytes < ws.total)
@@ -50,7 +46,7 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
     a.workspace = owned.data();
     a.workspace_bytes = ws.total;
   }
-  if (ws.has_slopes) {
+  if (ws.has_slopes) {  // before the native backend is asked: its answer may depend on ALiBi
     float* slopes = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + ws.slopes);
     Kokkos::View<float*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> d(slopes, params.alibi_slopes.size());
     Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(
@@ -58,6 +54,11 @@ void backward_dispatch(const ExecSpace& exec, const BackwardArgs& args, const Pa
     Kokkos::deep_copy(exec, d, h);
     a.score.alibi_slopes = slopes;
   }
+  const bool native_ok = Native::available && Native::supports_backward(a);
+  if (want == Backend::native && !native_ok)
+    throw Error(std::string("no native backward kernel for this case (dtype ") + dtype_name(a.dtype) +
+                ", head_dim " + std::to_string(a.shape.head_dim) + native_decline_reason(a.score) +
+                ") on this execution space");
   if (native_ok && want != Backend::portable)
     Native::backward(exec, a);
   else

@@ -11,6 +11,7 @@
 
 #include "kfa/block_mask.hpp"
 #include "kfa/detail/args.hpp"
+#include "kfa/detail/feature_policy.hpp"
 #include "kfa/error.hpp"
 #include "kfa/params.hpp"
 
@@ -88,9 +89,12 @@ void resolve_block_mask(const ExecSpace& exec, const Params& p, const Shape& s, 
   score.blocks = block_sparse_spec(exec, *p.block_mask);
 }
 
-/// Features only the portable algorithm implements so far; native kernels are not offered these calls.
-inline bool portable_only(const ScoreSpec& sc, const Varlen& v) {
-  return sc.blocks.enabled() || sc.dropout_p > 0.0f || v.enabled();
+/// The part of a "no native kernel" message that names a feature the native kernels decline.
+inline std::string native_decline_reason(const ScoreSpec& sc) {
+  if (!native_block_sizes(sc.blocks))
+    return ", block mask with blocks " + std::to_string(sc.blocks.block_q) + " x " + std::to_string(sc.blocks.block_k) +
+           " (native kernels take 64, 128 or 256)";
+  return "";
 }
 
 }  // namespace kfa::detail

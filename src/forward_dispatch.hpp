@@ -35,10 +35,10 @@ void forward_dispatch_with(const ExecSpace& exec, const ForwardArgs& args, const
   // The slopes pointer is set before asking the native kernel, which may not handle ALiBi.
   auto slopes = device_slopes(exec, params);
   a.score.alibi_slopes = slopes.data();
-  const bool native_ok = Native::available && !portable_only(a.score, a.varlen) && Native::supports(a);
+  const bool native_ok = Native::available && Native::supports(a);
   if (want == Backend::native && !native_ok)
     throw Error(std::string("no native kernel for this case (dtype ") + dtype_name(a.dtype) + ", head_dim " +
-                std::to_string(a.shape.head_dim) + ") on this execution space");
+                std::to_string(a.shape.head_dim) + native_decline_reason(a.score) + ") on this execution space");
   if (native_ok && want != Backend::portable)
     Native::forward(exec, a);
   else

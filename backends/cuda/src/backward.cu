@@ -76,6 +76,7 @@ bool supports_backward(const BackwardArgs& a) {
   if (a.dtype != DType::bf16 && a.dtype != DType::f16) return false;
   if (s.head_dim != 64 && s.head_dim != 128) return false;
   if (a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p != 0.0f) return false;
+  if (a.score.blocks.enabled() || a.varlen.enabled()) return false;
   if (s.batch < 1 || s.seqlen_q < 1 || s.seqlen_k < 1 || s.heads < 1 || s.heads_kv < 1) return false;
   if (s.heads % s.heads_kv != 0) return false;
   if (s.batch * s.heads > 65535) return false;  // grid y

@@ -98,6 +98,7 @@ bool supports_forward(const detail::ForwardArgs& a) {
   if (d != 64 && d != 96 && d != 128 && d != 256) return false;  // others: the portable path
   // Score modifiers the kernel does not implement: the portable path handles them.
   if (a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p > 0.0f) return false;
+  if (a.score.blocks.enabled() || a.varlen.enabled()) return false;
   if (!(a.score.scale > 0.0)) return false;  // the online softmax tracks the maximum of the raw scores
   constexpr std::int64_t max_len = std::int64_t(1) << 30;  // key/row positions are 32-bit in the kernel
   if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;

@@ -33,8 +33,9 @@ bool common_case(detail::DType dt, const detail::Shape& s, const detail::ScoreSp
   if (s.batch > 65535 || s.heads_kv > 65535) return false;
   if ((s.seqlen_q + rows - 1) / rows * s.heads * s.batch >= max_groups) return false;
   if ((s.seqlen_k + rows - 1) / rows >= max_groups) return false;
-  // raw-unit softmax bookkeeping (backends/common) needs a positive scale; dropout is not implemented
-  return sc.scale > 0.0 && sc.dropout_p == 0.0f;
+  // raw-unit softmax bookkeeping (backends/common) needs a positive scale; dropout, block masks and
+  // packed sequences are not implemented here yet (the portable path takes them)
+  return sc.scale > 0.0 && sc.dropout_p == 0.0f && !sc.blocks.enabled();
 }
 
 }  // namespace
@@ -42,8 +43,8 @@ bool common_case(detail::DType dt, const detail::Shape& s, const detail::ScoreSp
 bool supports_forward(const detail::ForwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (!(d == 32 || d == 64 || d == 96 || d == 128 || d == 256)) return false;
-  return common_case(a.dtype, a.shape, a.score) && rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) &&
-         rows_aligned(a.o) && a.lse.data != nullptr;
+  return common_case(a.dtype, a.shape, a.score) && !a.varlen.enabled() && rows_aligned(a.q) && rows_aligned(a.k) &&
+         rows_aligned(a.v) && rows_aligned(a.o) && a.lse.data != nullptr;
 }
 
 void forward(const detail::ForwardArgs& a, hipStream_t stream) {
@@ -56,8 +57,8 @@ void forward(const detail::ForwardArgs& a, hipStream_t stream) {
 bool supports_backward(const detail::BackwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (!(d == 32 || d == 64 || d == 96 || d == 128)) return false;
-  return common_case(a.dtype, a.shape, a.score) && rows_aligned(a.q) && rows_aligned(a.k) && rows_aligned(a.v) &&
-         rows_aligned(a.o) && rows_aligned(a.dout) && rows_aligned(a.dq) && rows_aligned(a.dk) &&
+  return common_case(a.dtype, a.shape, a.score) && !a.varlen.enabled() && rows_aligned(a.q) && rows_aligned(a.k) &&
+         rows_aligned(a.v) && rows_aligned(a.o) && rows_aligned(a.dout) && rows_aligned(a.dq) && rows_aligned(a.dk) &&
          rows_aligned(a.dv) && a.lse.data != nullptr;
 }
 
