@@ -120,7 +120,8 @@ struct BlockRow {
 
 KFA_HD BlockRow block_row(const BlockSparseSpec& m, std::int64_t b, std::int64_t h, std::int64_t row) {
   if (!m.enabled()) return {};
-  const std::int64_t qb = row / m.block_q;
+  std::int64_t qb = row / m.block_q;
+  if (qb >= m.n_qblocks) qb = m.n_qblocks - 1;  // padding rows of a kernel's last tile (never stored)
   return {m.block_state + block_mask_row(m, b, h, qb) * m.n_kblocks, static_cast<std::int32_t>(row - qb * m.block_q)};
 }
 
