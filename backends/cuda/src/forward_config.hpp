@@ -51,6 +51,13 @@ constexpr int forward_smem_bytes() {
   return C::block_m * row_bytes + C::stages * (C::kv_together ? 2 : 1) * C::block_n * row_bytes;
 }
 
+/// True when the call needs a kernel's Featured instance (packed sequences, a block mask, score
+/// modifiers, dropout); the plain instance is the dense kernel.
+inline bool forward_featured(const detail::ForwardArgs& a) {
+  return a.varlen.enabled() || a.score.blocks.enabled() || a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr ||
+         a.score.dropout_p > 0.0f;
+}
+
 /// Launches the forward kernel of one (head_dim, element type); defined in its own translation unit.
 template <int D, class T>
 void launch_forward(const detail::ForwardArgs& args, cudaStream_t stream);

@@ -6,7 +6,9 @@
 // ...: two barriers per key tile) or a K and V pair (one barrier per key tile). S = Q K^T lives in
 // registers, the online softmax runs on it there, and P is fed to P V straight from registers.
 // Key tiles no row of the block sees are never visited; only tiles crossing a mask edge test
-// elements (both from the shared tile rules).
+// elements (both from the shared tile rules). The Featured instance adds, through the feature policy
+// (kfa/detail/feature_policy.hpp, policy/fragment_policy.cuh), packed sequences, block masks (skipped
+// tiles are never loaded), softcap / ALiBi and dropout; the plain instance is the dense kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -18,17 +20,21 @@
 #include "../../common/online_softmax.hpp"
 #include "../../common/tile_scheduler.hpp"
 #include "forward_config.hpp"
-#include "kfa/detail/tile_rules.hpp"
+#include "kfa/detail/feature_policy.hpp"
 #include "kfa/error.hpp"
+#include "policy/fragment_policy.cuh"
 #include "ptx.cuh"
 #include "smem_tile.cuh"
 
 namespace kfa::cuda {
 
-template <int D, class T>
+/// The block shape of one instance. The Featured instance runs 16 query rows per warp (more warps per
+/// block): its per-row policy state needs the registers that a second m16 fragment row would take.
+template <int D, class T, bool Featured = false>
 struct ForwardShape {
   using Cfg = ForwardConfig<D>;
-  static constexpr int block_m = Cfg::block_m, block_n = Cfg::block_n, warps = Cfg::warps, stages = Cfg::stages;
+  static constexpr int block_m = Cfg::block_m, block_n = Cfg::block_n, stages = Cfg::stages;
+  static constexpr int warps = Featured && Cfg::block_m / 16 > Cfg::warps ? Cfg::block_m / 16 : Cfg::warps;
   static constexpr bool kv_together = Cfg::kv_together;
   static constexpr int threads = warps * 32;
   static constexpr int warp_rows = block_m / warps;
@@ -45,36 +51,51 @@ struct ForwardShape {
   static_assert(smem_bytes == forward_smem_bytes<D>(), "forward_launch.cu checks this size against the device");
 };
 
-template <int D, class T>
-__global__ void __launch_bounds__(ForwardShape<D, T>::threads)
+template <int D, class T, bool Featured>
+__global__ void __launch_bounds__(ForwardShape<D, T, Featured>::threads)
     forward_kernel(const detail::ForwardArgs a, const std::int64_t n_qtiles, const float scale_log2) {
-  using F = ForwardShape<D, T>;
+  using F = ForwardShape<D, T, Featured>;
   using Tile = typename F::Tile;
   constexpr int BM = F::block_m, BN = F::block_n, S = F::stages, MT = F::m_tiles, NT = F::s_tiles,
                 DT = F::o_tiles;
+  static_assert(!Featured || F::kv_together, "the feature walk loads a K and V pair per ring slot");
   extern __shared__ __align__(128) unsigned char smem[];
   const std::uint32_t q_s = ptx::smem_addr(smem);
   const std::uint32_t kv_s = q_s + F::q_bytes;
 
-  const detail::Shape& shape = a.shape;
-  const common::TileCoord tile = common::schedule_tile(blockIdx.x, n_qtiles, shape, a.score);
+  const common::TileCoord tile = common::schedule_tile(blockIdx.x, n_qtiles, a.shape, a.score);
+  // The tile's sequence: its rows within the packed tensors and its own lengths (the call's when padded).
+  const detail::SequenceBounds seq =
+      Featured ? detail::sequence_bounds(a.shape, a.varlen, tile.batch) : detail::SequenceBounds{};
+  detail::Shape shape = a.shape;
+  if constexpr (Featured) shape = detail::sequence_shape(a.shape, seq);
   const std::int64_t row0 = tile.q_tile * BM;
+  if (Featured && row0 >= shape.seqlen_q) return;  // past this packed sequence's end
   const int rows_valid = static_cast<int>(shape.seqlen_q - row0 < BM ? shape.seqlen_q - row0 : BM);
-  const T* q = static_cast<const T*>(a.q.data) + tile.batch * a.q.stride_b + row0 * a.q.stride_s +
+  const T* q = static_cast<const T*>(a.q.data) + tile.batch * a.q.stride_b + (seq.q_begin + row0) * a.q.stride_s +
                tile.head * a.q.stride_h;
-  const T* k = static_cast<const T*>(a.k.data) + tile.batch * a.k.stride_b + tile.head_kv * a.k.stride_h;
-  const T* v = static_cast<const T*>(a.v.data) + tile.batch * a.v.stride_b + tile.head_kv * a.v.stride_h;
-  const common::KeyTiles keys = common::key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
-  const int n_tiles = static_cast<int>(keys.end - keys.begin);
-  const common::KeyTiles unmasked = common::unmasked_key_tiles(row0, row0 + rows_valid, BN, shape, a.score);
-  const int unmasked_begin = static_cast<int>(unmasked.begin - keys.begin);  // loop indices of tiles
-  const int unmasked_end = static_cast<int>(unmasked.end - keys.begin);      // that need no mask
+  const T* k = static_cast<const T*>(a.k.data) + tile.batch * a.k.stride_b + seq.k_begin * a.k.stride_s +
+               tile.head_kv * a.k.stride_h;
+  const T* v = static_cast<const T*>(a.v.data) + tile.batch * a.v.stride_b + seq.k_begin * a.v.stride_s +
+               tile.head_kv * a.v.stride_h;
+  const detail::KeyTrip trip = detail::key_trip(row0, row0 + rows_valid, BN, shape, a.score);
+  const int n_tiles = static_cast<int>(
+      Featured ? detail::visited_key_tiles(trip, BN, row0, row0 + rows_valid, tile.batch, tile.head, shape, a.score)
+               : trip.end - trip.begin);
+  // The next key tile to load and the next to compute: consecutive tiles, or with a block mask the
+  // tiles it does not skip (both cursors walk the same list).
+  auto next_tile = [&](std::int64_t t) {
+    return Featured ? detail::next_key_tile(trip, t, BN, row0, row0 + rows_valid, tile.batch, tile.head, shape, a.score)
+                    : t;
+  };
+  std::int64_t load_tile = next_tile(trip.begin), compute_tile = load_tile;
   constexpr bool KV = F::kv_together;
   const int units = KV ? n_tiles : 2 * n_tiles;  // (K0 V0), (K1 V1), ... or K0, V0, K1, V1, ...
 
   // Unit u goes to ring slot u % S.
   auto load_unit = [&](int u) {
-    const std::int64_t col0 = (keys.begin + (KV ? u : u / 2)) * BN;
+    const std::int64_t col0 = (Featured ? load_tile : trip.begin + (KV ? u : u / 2)) * BN;
+    if constexpr (Featured) load_tile = next_tile(load_tile + 1);
     const int valid = static_cast<int>(shape.seqlen_k - col0 < BN ? shape.seqlen_k - col0 : BN);
     const std::uint32_t slot = kv_s + (u % S) * F::slot_bytes;
     if (KV || !(u & 1)) load_tile_async<D, BN, F::threads>(slot, k + col0 * a.k.stride_s, a.k.stride_s, valid);
@@ -125,8 +146,12 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   const std::uint32_t k_lane = b_row * RB, b_xor = Tile::lane_xor(b_row, b_chunk);
   const std::uint32_t v_lane = a_row * RB;
 
+  const detail::ScoreMod mod = detail::make_score_mod(a.score, tile.head);
+  const detail::DropoutPolicy dropout = detail::make_dropout(a.score);
   for (int it = 0; it < n_tiles; ++it) {
     const int u = KV ? it : 2 * it;
+    const std::int64_t key_tile = Featured ? compute_tile : trip.begin + it;
+    if constexpr (Featured) compute_tile = next_tile(compute_tile + 1);
     // ---- S = Q K^T on ring slot u
     next_unit(u);
     const std::uint32_t k_s = kv_s + (u % S) * F::slot_bytes;
@@ -155,9 +180,26 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
       }
     }
 
-    // ---- mask (only tiles crossing a mask edge or the end of the keys), online softmax
-    const int col0 = static_cast<int>((keys.begin + it) * BN);
-    if (it < unmasked_begin || it >= unmasked_end) {
+    // ---- score modifiers and element masks (only tiles crossing a mask edge, the end of the keys or a
+    // partial mask block test elements), then the online softmax
+    const std::int64_t col0 = key_tile * BN;
+    if constexpr (Featured) {
+      const detail::KeyTileWork work =
+          detail::key_tile_work(trip, key_tile, BN, row0, row0 + rows_valid, tile.batch, tile.head, shape, a.score);
+      if (work.masked() || mod.any()) {
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            policy::RowPolicy rp;
+            rp.mod = mod;
+            rp.row = row0 + wrow0 + mi * 16 + g + 8 * h;
+            if (work.block_bits) rp.block = detail::block_row(a.score.blocks, tile.batch + a.score.batch_base, tile.head, rp.row);
+            policy::modify_and_mask_row<NT>([&](int i, int e) -> float& { return acc_s[mi][i][2 * h + e]; }, rp, col0,
+                                            work.window_mask, work.block_bits, shape, a.score, t);
+          }
+      }
+    } else if (key_tile < trip.unmasked_begin || key_tile >= trip.unmasked_end) {
 #pragma unroll
       for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -201,6 +243,9 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
           acc_o[mi][dt][2 * h] *= alpha;
           acc_o[mi][dt][2 * h + 1] *= alpha;
         }
+        if (Featured && dropout.on)  // after the sum: dropout acts on P V only
+          policy::dropout_row<NT>([&](int i, int e) -> float& { return acc_s[mi][i][2 * h + e]; }, dropout, tile.batch,
+                                  tile.head, row0 + wrow0 + mi * 16 + g + 8 * h, col0, t);
       }
 
     // ---- O += P V on the same slot (K and V together) or on slot u + 1
@@ -232,7 +277,9 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   // ---- epilogue: normalize, stage this warp's rows in its own part of the Q tile, store 16-byte chunks
   ptx::cp_async_wait<0>();
   __syncthreads();
-  float* lse = static_cast<float*>(a.lse.data) + tile.batch * a.lse.stride_b + tile.head * a.lse.stride_h;
+  float* lse = static_cast<float*>(a.lse.data) + tile.batch * a.lse.stride_b + tile.head * a.lse.stride_h +
+               seq.q_begin * a.lse.stride_s;
+  const float keep_scale = Featured ? dropout.keep_scale : 1.0f;
 #pragma unroll
   for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
@@ -240,7 +287,7 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
       float l = row_sum[mi][h];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = common::inverse_sum(l);
+      const float inv = common::inverse_sum(l) * keep_scale;
       const int r = wrow0 + mi * 16 + g + 8 * h;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt)
@@ -249,7 +296,8 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
       if (t == 0 && r < rows_valid) lse[(row0 + r) * a.lse.stride_s] = common::row_lse(row_max[mi][h], l, a.score.scale);
     }
   __syncwarp();
-  T* o = static_cast<T*>(a.o.data) + tile.batch * a.o.stride_b + row0 * a.o.stride_s + tile.head * a.o.stride_h;
+  T* o = static_cast<T*>(a.o.data) + tile.batch * a.o.stride_b + (seq.q_begin + row0) * a.o.stride_s +
+         tile.head * a.o.stride_h;
   constexpr int warp_chunks = F::warp_rows * Tile::chunks;
 #pragma unroll
   for (int i = lane; i < warp_chunks; i += 32) {
@@ -260,12 +308,12 @@ __global__ void __launch_bounds__(ForwardShape<D, T>::threads)
   }
 }
 
-template <int D, class T>
-void launch_forward(const detail::ForwardArgs& a, cudaStream_t stream) {
-  using F = ForwardShape<D, T>;
+template <int D, class T, bool Featured>
+void launch_forward_instance(const detail::ForwardArgs& a, cudaStream_t stream) {
+  using F = ForwardShape<D, T, Featured>;
   const std::int64_t n_qtiles = common::tile_count(a.shape.seqlen_q, F::block_m);
   const std::int64_t blocks = a.shape.batch * a.shape.heads * n_qtiles;
-  auto kernel = forward_kernel<D, T>;
+  auto kernel = forward_kernel<D, T, Featured>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, F::smem_bytes);
   if (err == cudaSuccess) {
     kernel<<<static_cast<unsigned>(blocks), F::threads, F::smem_bytes, stream>>>(
@@ -273,7 +321,15 @@ void launch_forward(const detail::ForwardArgs& a, cudaStream_t stream) {
     err = cudaGetLastError();
   }
   if (err != cudaSuccess)
-    throw Error(std::string("CUDA forward kernel launch failed: ") + cudaGetErrorString(err));
+    throw LaunchError(std::string("CUDA forward kernel launch failed: ") + cudaGetErrorString(err));
+}
+
+template <int D, class T>
+void launch_forward(const detail::ForwardArgs& a, cudaStream_t stream) {
+  if (forward_featured(a))
+    launch_forward_instance<D, T, true>(a, stream);
+  else
+    launch_forward_instance<D, T, false>(a, stream);
 }
 
 }  // namespace kfa::cuda

@@ -1,4 +1,5 @@
-// kfa::cuda::supports_forward / forward: which cases the Tensor Core forwards take, which of the two
+// kfa::cuda::supports_forward / forward: which cases the Tensor Core forwards take (every option of the
+// feature policy; block masks with blocks of 64, 128 or 256), which of the two
 // kernels runs (the Hopper wgmma/TMA kernel on sm_90 devices when the build has it, else the mma.sync
 // kernel), and the dispatch from (head_dim, dtype) to the kernel instantiated in its own translation unit.
 // KFA_CUDA_FORWARD=mma or =wgmma forces one of the two kernels (tests and benchmarks compare them;
@@ -13,6 +14,7 @@
 #include "../../common/tile_scheduler.hpp"
 #include "device_attribute.hpp"
 #include "forward_config.hpp"
+#include "kfa/detail/feature_policy.hpp"
 #include "kfa_cuda/launch.hpp"
 #ifdef KFA_CUDA_HAS_SM90
 #include "hopper/forward_sm90_config.hpp"
@@ -55,6 +57,7 @@ bool use_sm90(const detail::ForwardArgs& a) {
     return e == nullptr ? 0 : std::strcmp(e, "mma") == 0 ? 1 : std::strcmp(e, "wgmma") == 0 ? 2 : 0;
   }();
   if (forced == 1 || device_arch() != 90) return false;
+  if (forward_featured(a)) return false;  // the Hopper kernel's feature instance is not built yet
   const std::int64_t b = a.shape.batch;
   const bool possible = hopper::tensor_map_possible(a.q, b) && hopper::tensor_map_possible(a.k, b) &&
                         hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);
@@ -97,8 +100,8 @@ bool supports_forward(const detail::ForwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (d != 64 && d != 96 && d != 128 && d != 256) return false;  // others: the portable path
   // Score modifiers the kernel does not implement: the portable path handles them.
-  if (a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p > 0.0f) return false;
-  if (a.score.blocks.enabled() || a.varlen.enabled()) return false;
+  // Every option runs natively (the feature policy); block masks need blocks the kernels' tiles align with.
+  if (!detail::native_block_sizes(a.score.blocks)) return false;
   if (!(a.score.scale > 0.0)) return false;  // the online softmax tracks the maximum of the raw scores
   constexpr std::int64_t max_len = std::int64_t(1) << 30;  // key/row positions are 32-bit in the kernel
   if (a.shape.seqlen_q >= max_len || a.shape.seqlen_k >= max_len) return false;
