@@ -21,6 +21,24 @@ struct FeatureOptions {
   std::int64_t batch_base = 0;
 };
 
+/// Dropout options with probability p under (seed, offset).
+inline FeatureOptions dropout(double p, std::uint64_t seed, std::uint64_t offset = 0) {
+  FeatureOptions x;
+  x.dropout_p = p;
+  x.seed = seed;
+  x.offset = offset;
+  return x;
+}
+
+/// The Params of `opt` with the dropout of `x`.
+inline kfa::Params with_dropout(const RefOptions& opt, const FeatureOptions& x) {
+  kfa::Params p = to_params(opt);
+  p.dropout_p = x.dropout_p;
+  p.seed = x.seed;
+  p.offset = x.offset;
+  return p;
+}
+
 /// Keep decision of element (b, h, i, j) exactly as kfa defines it (p rounded to float as in Params).
 inline bool ref_keep(const FeatureOptions& x, std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) {
   if (x.dropout_p == 0) return true;

@@ -10,25 +10,6 @@
 using namespace kfa::test;
 using Catch::Matchers::ContainsSubstring;
 
-namespace {
-
-FeatureOptions dropout(double p, std::uint64_t seed, std::uint64_t offset = 0) {
-  FeatureOptions x;
-  x.dropout_p = p;
-  x.seed = seed;
-  x.offset = offset;
-  return x;
-}
-
-kfa::Params with_dropout(const RefOptions& opt, const FeatureOptions& x) {
-  kfa::Params p = to_params(opt);
-  p.dropout_p = x.dropout_p;
-  p.seed = x.seed;
-  p.offset = x.offset;
-  return p;
-}
-
-}  // namespace
 
 TEST_CASE("dropout: Philox 4x32-10 reproduces the published known-answer vectors", "[dropout]") {
   using kfa::detail::Philox4;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One call on an NVIDIA GPU machine for the native feature paths: a Kokkos-CUDA build, the GPU suites'
+# feature cases under the automatic choice and under each native forward kernel, then kfa's feature
+# benchmark beside a fresh run of the peers (FlexAttention) on the same block masks and lengths, and
+# a table of ratios printed last. Logs and JSON lines go to OUT_DIR.
+#   perf/gpu/features_check.sh OUT_DIR [BUILD_DIR]
+# env: KFA_DEPS_DIR (default ./.deps: the dependency tarballs; tools/peer_feature_bench.py beside them),
+#      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), SKIP_BENCH=1, SKIP_PEERS=1,
+#      SUITE_TIMEOUT (default 240 s)
+set -uo pipefail
+out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+deps="${KFA_DEPS_DIR:-$root/.deps}"
+export PATH=/usr/local/cuda/bin:$PATH
+mkdir -p "$out"
+t0=$(date +%s)
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
+    -DKFA_KOKKOS_ARCH=HOPPER90 -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_ARCHS="${KFA_CUDA_ARCHS:-90}" \
+    -DKFA_DEPS_DIR="$deps" > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+fi
+ninja -C "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench > "$out/build.log" 2>&1 \
+  || { grep -B2 -A12 "error" "$out/build.log" | head -80; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+tests="$build/tests/cuda/kfa-tests-cuda"
+run_suite() {  # name, env, Catch2 args
+  local name="$1" env="$2"; shift 2
+  local t=$(date +%s)
+  env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand > "$out/$name.log" 2>&1
+  echo "$name: rc=$? $(grep -E "All tests passed|test cases:" "$out/$name.log" | tail -1) ($(( $(date +%s) - t )) s)"
+}
+filter="${SUITES:-[features]}"
+run_suite features_auto "KFA_NONE=1" "$filter"
+run_suite features_mma "KFA_CUDA_FORWARD=mma" "$filter~[backward]"
+run_suite features_wgmma "KFA_CUDA_FORWARD=wgmma" "$filter~[backward]"
+[ -n "${EXTRA_SUITE:-}" ] && run_suite extra "KFA_NONE=1" "$EXTRA_SUITE"
+grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log "$out"/extra.log 2>/dev/null | head -60
+[ "${SKIP_BENCH:-0}" = 1 ] && exit 0
+
+# The peers' random 128 x 128 block masks (seed 3, diagonal kept), drawn as peer_feature_bench.py draws them.
+python3 - "$out" <<'PY'
+import sys, numpy as np, torch
+for i, dens in enumerate((1.0, 0.5, 0.25, 0.1)):
+    b = torch.rand(64, 64, generator=torch.Generator(device="cuda").manual_seed(3), device="cuda") < dens
+    np.save(f"{sys.argv[1]}/mask{i}.npy", (b | torch.eye(64, dtype=torch.bool, device="cuda")).cpu().numpy())
+PY
+masks=$(ls "$out"/mask*.npy | paste -sd,)
+timeout 200 "$build/perf/gpu/kfa-feature-bench" --masks "$masks" > "$out/kfa_features.jsonl" 2> "$out/kfa_features.err"
+echo "kfa feature bench: rc=$?"
+if [ "${SKIP_PEERS:-0}" != 1 ]; then
+  for c in sparse varlen; do
+    timeout 200 python3 "$deps/tools/peer_feature_bench.py" $c >> "$out/peers.jsonl" 2> "$out/peers_$c.err"
+    echo "peer $c: rc=$?"
+  done
+fi
+python3 "$root/perf/gpu/feature_table.py" "$out/kfa_features.jsonl" "$out/peers.jsonl"
