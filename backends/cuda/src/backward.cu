@@ -6,12 +6,14 @@
 
 #include <cmath>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 
 #include "backward/launch_kernels.cuh"
 #include "backward/params.cuh"
 #include "backward/prepost_kernels.cuh"
+#include "kfa/detail/backward_workspace.hpp"
+#include "kfa/detail/feature_policy.hpp"
+#include "kfa/error.hpp"
 #include "kfa_cuda/backward.hpp"
 #include "kfa_cuda/launch.hpp"  // the dispatcher's declarations must match these definitions
 
@@ -23,44 +25,37 @@ using kfa::detail::DType;
 using kfa::detail::Shape;
 using kfa::detail::Tensor4;
 
-constexpr std::size_t kAlign = 256;
-
-std::size_t round_up(std::size_t x, std::size_t a) { return (x + a - 1) / a * a; }
-
 bool aligned16(const Tensor4& t) {
   return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
          t.stride_h % 8 == 0;
 }
 
-// The same layout as kfa::detail::backward_workspace_layout (without ALiBi slopes, which this
-// backend does not take): D at offset 0, then the fp32 dQ accumulator unless deterministic.
-struct WorkspaceLayout {
-  std::size_t dsum_off = 0, dq_off = 0, total = 0;
-};
-
-WorkspaceLayout workspace_layout(const Shape& s, bool deterministic) {
-  const std::size_t rows = static_cast<std::size_t>(s.batch * s.heads * s.seqlen_q);
-  WorkspaceLayout w;
-  w.dsum_off = 0;
-  w.dq_off = round_up(rows * sizeof(float), kAlign);
-  w.total = w.dq_off + (deterministic ? 0 : round_up(rows * static_cast<std::size_t>(s.head_dim) * sizeof(float), kAlign));
-  return w;
+// The layout of kfa::detail::backward_workspace_layout (D at offset 0, then the fp32 dQ accumulator
+// unless deterministic; ALiBi slopes, which the dispatcher keeps after them, are not touched). The
+// offsets of D and dQ do not depend on the element type among half / bfloat16 or on ALiBi.
+kfa::detail::BackwardWorkspaceLayout workspace_layout(const Shape& s, bool deterministic) {
+  return kfa::detail::backward_workspace_layout(DType::bf16, s, deterministic, false);
 }
 
 void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("kfa cuda backward: ") + what + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw kfa::LaunchError(std::string("cuda backward: ") + what + ": " + cudaGetErrorString(e));
+}
+
+bool featured(const BackwardArgs& a) {
+  return a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p != 0.0f ||
+         a.score.blocks.enabled() || a.varlen.enabled();
 }
 
 template <class T>
-void run_typed(const bwd::KernelParams& p, bool deterministic, cudaStream_t stream) {
+void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, cudaStream_t stream) {
   const auto& s = p.shape;
   constexpr int kWarpsPerBlock = 8;
   const std::int64_t pre_warps = s.batch * s.heads * s.seqlen_q;
   bwd::preprocess_kernel<T><<<static_cast<unsigned>((pre_warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
                               kWarpsPerBlock * 32, 0, stream>>>(p, !deterministic);
   bwd::check_launch("preprocess kernel");
-  if (s.head_dim == 64) bwd::launch_main_kernels<T, 64>(p, deterministic, stream);
-  else bwd::launch_main_kernels<T, 128>(p, deterministic, stream);
+  if (s.head_dim == 64) bwd::launch_main_kernels<T, 64>(p, deterministic, feat, stream);
+  else bwd::launch_main_kernels<T, 128>(p, deterministic, feat, stream);
   if (!deterministic) {
     const std::int64_t warps = s.batch * s.heads * s.seqlen_q;
     bwd::dq_convert_kernel<T><<<static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
@@ -75,8 +70,11 @@ bool supports_backward(const BackwardArgs& a) {
   const Shape& s = a.shape;
   if (a.dtype != DType::bf16 && a.dtype != DType::f16) return false;
   if (s.head_dim != 64 && s.head_dim != 128) return false;
-  if (a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr || a.score.dropout_p != 0.0f) return false;
-  if (a.score.blocks.enabled() || a.varlen.enabled()) return false;
+  // softcap and ALiBi work in raw score units x (weight exp(scale * x)), which needs scale > 0
+  if ((a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr) && !(a.score.scale > 0.0)) return false;
+  if (!(a.score.softcap >= 0.0f) || !(a.score.dropout_p >= 0.0f && a.score.dropout_p < 1.0f)) return false;
+  if (!kfa::detail::native_block_sizes(a.score.blocks)) return false;
+  if (a.varlen.enabled() && a.varlen.cu_seqlens_k == nullptr) return false;
   if (s.batch < 1 || s.seqlen_q < 1 || s.seqlen_k < 1 || s.heads < 1 || s.heads_kv < 1) return false;
   if (s.heads % s.heads_kv != 0) return false;
   if (s.batch * s.heads > 65535) return false;  // grid y
@@ -90,14 +88,16 @@ std::size_t backward_workspace_bytes(const Shape& shape, bool deterministic) {
 }
 
 void backward(const BackwardArgs& a, cudaStream_t stream) {
-  if (!supports_backward(a)) throw std::invalid_argument("kfa cuda backward: unsupported case (check supports_backward first)");
-  const WorkspaceLayout w = workspace_layout(a.shape, a.deterministic);
+  if (!supports_backward(a)) throw kfa::Error("cuda backward: unsupported case (check supports_backward first)");
+  const kfa::detail::BackwardWorkspaceLayout w = workspace_layout(a.shape, a.deterministic);
   void* ws = a.workspace;
   if (ws == nullptr) check(cudaMallocAsync(&ws, w.total, stream), "workspace allocation");
 
   bwd::KernelParams p;
   p.shape = a.shape;
   p.score = a.score;
+  p.varlen = a.varlen;
+  p.dropout = kfa::detail::make_dropout(a.score);
   p.q = a.q, p.k = a.k, p.v = a.v, p.o = a.o, p.dout = a.dout, p.dq = a.dq, p.dk = a.dk, p.dv = a.dv;
   p.lse = a.lse;
   p.scale = static_cast<float>(a.score.scale);
@@ -106,12 +106,13 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.win_lo = static_cast<int>(-bound(a.score.window_left));
   p.win_hi = static_cast<int>(bound(a.score.window_right));
   auto* base = static_cast<unsigned char*>(ws);
-  p.dsum = reinterpret_cast<float*>(base + w.dsum_off);
-  p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_off);
+  p.dsum = reinterpret_cast<float*>(base + w.delta);
+  p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_acc);
+  const bool feat = featured(a);
 
   try {
-    if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, stream);
-    else run_typed<__half>(p, a.deterministic, stream);
+    if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, feat, stream);
+    else run_typed<__half>(p, a.deterministic, feat, stream);
   } catch (...) {
     if (a.workspace == nullptr) cudaFreeAsync(ws, stream);
     throw;

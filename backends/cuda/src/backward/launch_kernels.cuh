@@ -4,11 +4,13 @@
 // so the heavy templates compile in parallel.
 #include <cuda_runtime.h>
 
-#include <stdexcept>
 #include <string>
 
+#include "dkdv_feat_kernel.cuh"
 #include "dkdv_kernel.cuh"
+#include "dq_feat_kernel.cuh"
 #include "dq_kernel.cuh"
+#include "kfa/error.hpp"
 #include "params.cuh"
 
 namespace kfa::cuda::bwd {
@@ -27,20 +29,31 @@ struct Tiles {
 
 inline void check_launch(const char* what) {
   const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("kfa cuda backward: ") + what + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw kfa::LaunchError(std::string("cuda backward: ") + what + ": " + cudaGetErrorString(e));
 }
 
+template <class Kernel>
+void set_smem(Kernel* kernel, int bytes) {
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e != cudaSuccess)
+    throw kfa::LaunchError(std::string("cuda backward: shared memory attribute: ") + cudaGetErrorString(e));
+}
+
+/// `featured`: the call uses packed sequences, softcap, ALiBi, dropout or a block mask, and runs the
+/// kFeat instantiations; dense calls run kernels compiled without any of them.
 template <class T, int D>
-void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t stream) {
+void launch_main_kernels(const KernelParams& p, bool deterministic, bool featured, cudaStream_t stream) {
   using Tl = Tiles<D>;
   const auto& s = p.shape;
   {
     using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
                     static_cast<unsigned>(s.batch * s.heads_kv));
-    auto* kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
-                                 : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    auto* kernel = featured ? (deterministic ? dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                                             : dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>)
+                            : (deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                                             : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>);
+    set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
   }
@@ -48,17 +61,18 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, cudaStream_t
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),
                     static_cast<unsigned>(s.batch * s.heads));
-    auto* kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    auto* kernel = featured ? dq_feat_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>
+                            : dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+    set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dQ kernel");
   }
 }
 
 #define KFA_CUDA_BWD_DECLARE(T, D) \
-  extern template void launch_main_kernels<T, D>(const KernelParams&, bool, cudaStream_t);
+  extern template void launch_main_kernels<T, D>(const KernelParams&, bool, bool, cudaStream_t);
 #define KFA_CUDA_BWD_INSTANTIATE(T, D) \
-  template void launch_main_kernels<T, D>(const KernelParams&, bool, cudaStream_t);
+  template void launch_main_kernels<T, D>(const KernelParams&, bool, bool, cudaStream_t);
 
 KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 64)
 KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 128)

@@ -1,0 +1,114 @@
+#pragma once
+// The optional features of the backward kernels (softcap, ALiBi, dropout, block masks), as fragment
+// helpers over the one definition in kfa/detail/feature_policy.hpp. Only the featured instantiations
+// of the kernels (kFeat = true) use them; the dense kernels compile without any of this.
+#include <cstdint>
+
+#include "../policy/fragment_policy.cuh"
+#include "kfa/detail/feature_policy.hpp"
+
+namespace kfa::cuda::bwd {
+
+/// The per-(query head) feature constants of a tile walk; warp-uniform.
+struct FeatureMod {
+  float softcap_in = 0.0f, softcap_out = 0.0f;  // tanh argument and output scales; softcap off: 0
+  float alibi_k = 0.0f;                         // -slope / scale; 0: no ALiBi
+  bool softcap = false, alibi = false;
+};
+
+__device__ __forceinline__ FeatureMod feature_mod(const kfa::detail::ScoreSpec& sc, std::int64_t h) {
+  const kfa::detail::ScoreMod m = kfa::detail::make_score_mod(sc, h);
+  FeatureMod f;
+  f.softcap = m.softcap != 0.0f;
+  f.alibi = m.alibi_slope != 0.0f;
+  if (f.softcap) {
+    f.softcap_in = m.scale / m.softcap;
+    f.softcap_out = m.softcap / m.scale;
+  }
+  if (f.alibi) f.alibi_k = -m.alibi_slope / m.scale;
+  return f;
+}
+
+/// The modified score x of a dot product (kfa::detail::modify_score, with tanh on the SFU) and its
+/// derivative d x / d dot. `dist` = |query + seqlen_k - seqlen_q - key| (the ALiBi distance).
+__device__ __forceinline__ float modify_dot(float dot, const FeatureMod& f, int dist, float& dx_ddot) {
+  float x = dot;
+  dx_ddot = 1.0f;
+  if (f.softcap) {
+    const float th = policy::fast_tanh(dot * f.softcap_in);
+    x = f.softcap_out * th;
+    dx_ddot = fmaf(-th, th, 1.0f);
+  }
+  if (f.alibi) x = fmaf(f.alibi_k, static_cast<float>(dist), x);
+  return x;
+}
+
+/// Keep flags (byte >= threshold) of the four bytes of a Philox word, as bits 0..3 (byte order): the
+/// same answer as kfa::detail::dropout_keep_bits, by one SIMD compare and a multiply gather.
+__device__ __forceinline__ std::uint32_t keep_nibble(std::uint32_t word, std::uint32_t threshold4) {
+  const std::uint32_t ge = __vcmpgeu4(word, threshold4) & 0x01010101u;  // 1 in each byte kept
+  return (ge * 0x10204080u) >> 28;
+}
+
+/// Dropout keep bits of a dK/dV warp's S^T fragment (keys in rows, queries in columns):
+/// keys key0 + [0, 32) (two 16-key groups: m-tiles mt = 0, 1), queries q0 + [0, 32) (n-blocks j = 0..3).
+/// Bit mt * 16 + 4 j + e is the keep flag of fragment element [mt][j][e] (rows g, g + 8; columns 2t, 2t+1).
+/// The warp needs 64 Philox blocks (32 queries x 2 key groups); lane (g, t) computes the two of query
+/// column 8 (g / 2) + 2t + g % 2, compresses each to 16 keep bits, and the lanes trade them by 8 shuffles.
+/// All 32 lanes must call it together. `batch` already includes score.batch_base.
+__device__ __forceinline__ std::uint32_t dropout_keep_st(const kfa::detail::DropoutPolicy& d, std::int64_t batch,
+                                                         std::int64_t h, std::int64_t q0, std::int64_t key0, int g,
+                                                         int t) {
+  const std::uint32_t thr4 = d.threshold * 0x01010101u;
+  std::uint32_t mine = 0;  // bits 16 s + 4 k + byte: group s, word k, byte
+  const std::int64_t my_q = q0 + 8 * (g >> 1) + 2 * t + (g & 1);
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    const kfa::detail::Philox4 w = kfa::detail::dropout_words(d.key, batch, h, my_q, key0 + 16 * s);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) mine |= keep_nibble(w.w[k], thr4) << (16 * s + 4 * k);
+  }
+  // This lane's keys g and g + 8 of a group are bytes (g & 1) and (g & 1) + 2 of word g / 2.
+  const int sh = 4 * (g >> 1) + (g & 1);
+  std::uint32_t keep = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e1 = 0; e1 < 2; ++e1) {
+      const std::uint32_t m = __shfl_sync(0xffffffffu, mine, (2 * j + e1) * 4 + t) >> sh;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) keep |= ((m >> (16 * mt + 2 * kh)) & 1u) << (mt * 16 + 4 * j + 2 * kh + e1);
+    }
+  return keep;
+}
+
+/// Dropout keep bits of a dQ warp's S fragment (queries in rows g, g + 8, keys in columns) over the
+/// NG 16-key groups from key col0: bit 16 hi + 4 G + k (k: columns 2t, 2t+1, 2t+8, 2t+9 of group G) for
+/// row g + 8 hi. The quad shares the blocks (fragment_policy's dropout_row_words). NG <= 4.
+template <int NG>
+__device__ __forceinline__ std::uint32_t dropout_keep_s(const kfa::detail::DropoutPolicy& d, std::int64_t b,
+                                                        std::int64_t h, std::int64_t row_g, std::int64_t col0, int t) {
+  static_assert(NG <= 4, "16 bits per row");
+  const std::uint32_t thr4 = d.threshold * 0x01010101u;
+  std::uint32_t keep = 0;
+#pragma unroll
+  for (int hi = 0; hi < 2; ++hi) {
+    std::uint32_t words[NG];
+    policy::dropout_row_words<NG>(d, b, h, row_g + 8 * hi, col0, t, words);
+#pragma unroll
+    for (int G = 0; G < NG; ++G) keep |= keep_nibble(words[G], thr4) << (16 * hi + 4 * G);
+  }
+  return keep;
+}
+
+/// The block mask's element answer for (query row, key col) of a sequence; rows or keys past the
+/// mask's blocks are not computed. `batch` includes score.batch_base.
+__device__ __forceinline__ bool block_elem_allows(const kfa::detail::BlockSparseSpec& m, std::int64_t batch,
+                                                  std::int64_t h, std::int64_t row, std::int64_t col) {
+  if (row / m.block_q >= m.n_qblocks) return false;
+  return kfa::detail::block_allows(m, kfa::detail::block_row(m, batch, h, row), col);
+}
+
+}  // namespace kfa::cuda::bwd
