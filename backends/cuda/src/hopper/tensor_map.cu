@@ -35,13 +35,17 @@ bool aligned16(std::int64_t elements) { return elements % 8 == 0; }  // 16-bit e
 
 }  // namespace
 
-bool tensor_map_possible(const detail::Tensor4& t, std::int64_t batch) {
+bool tensor_map_possible(const detail::Tensor4& t, std::int64_t /*batch*/) {
+  // A batch stride of 0 (packed varlen tensors, or one tensor shared by the batches) is mapped as one
+  // batch, which the Featured kernel addresses at batch coordinate 0 (forward_sm90.cuh, map_batch).
   return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_s > 0 && t.stride_h > 0 &&
-         aligned16(t.stride_s) && aligned16(t.stride_h) && aligned16(t.stride_b) && (t.stride_b > 0 || batch == 1);
+         aligned16(t.stride_s) && aligned16(t.stride_h) && aligned16(t.stride_b) && t.stride_b >= 0;
 }
 
 CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::int64_t batch, std::int64_t seq,
                             std::int64_t heads, std::int64_t dim, int box_rows) {
+  // Without a batch stride the tensor is one batch (packed sequences: `seq` is then the packed rows).
+  if (t.stride_b == 0) batch = 1;
   const cuuint64_t extent[4] = {cuuint64_t(dim), cuuint64_t(seq), cuuint64_t(heads), cuuint64_t(batch)};
   // Byte strides of dims 1..3; a single batch's stride is never used, but must be valid.
   const cuuint64_t stride[3] = {cuuint64_t(t.stride_s) * 2, cuuint64_t(t.stride_h) * 2,

@@ -8,13 +8,15 @@
 
 namespace kfa::cuda::hopper {
 
-/// True when TMA can address the tensor: 16-byte aligned base and 16-byte multiple strides (a
-/// batch stride of 0 only with one batch).
+/// True when TMA can address the tensor: 16-byte aligned base and 16-byte multiple strides. A batch
+/// stride of 0 (packed sequences, or a tensor shared by the batches) is fine for any batch count: the
+/// map is then built as one batch (`batch` is not needed any more; kept for the callers).
 bool tensor_map_possible(const detail::Tensor4& t, std::int64_t batch);
 
 /// Descriptor of a tensor of 16-bit `dtype` elements, extents (dim, seq, heads, batch) innermost
 /// first, read and written in boxes of 64 elements x `box_rows` rows of one head with the 128-byte
-/// swizzle. Throws kfa::Error when the driver rejects it.
+/// swizzle. A tensor with batch stride 0 gets one batch (`batch` ignored; `seq`: all its rows).
+/// Throws kfa::Error when the driver rejects it.
 CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::int64_t batch, std::int64_t seq,
                             std::int64_t heads, std::int64_t dim, int box_rows);
 
