@@ -696,7 +696,8 @@ inline std::int64_t packed_rows(const std::int32_t* cu, std::int64_t batch, cuda
   std::int32_t total = 0;
   cudaError_t err = cudaMemcpyAsync(&total, cu + batch, sizeof total, cudaMemcpyDeviceToHost, stream);
   if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
-  if (err != cudaSuccess) throw Error(std::string("CUDA Hopper forward: reading cu_seqlens failed: ") + cudaGetErrorString(err));
+  if (err != cudaSuccess)
+    throw LaunchError(std::string("CUDA Hopper forward: reading cu_seqlens failed: ") + cudaGetErrorString(err));
   return total;
 }
 
@@ -750,7 +751,7 @@ void launch_forward_sm90_variant(const detail::ForwardArgs& a, cudaStream_t stre
     err = cudaGetLastError();
   }
   if (err != cudaSuccess)
-    throw Error(std::string("CUDA Hopper forward kernel launch failed: ") + cudaGetErrorString(err));
+    throw LaunchError(std::string("CUDA Hopper forward kernel launch failed: ") + cudaGetErrorString(err));
 }
 
 /// The dense kernel for plain calls (causal / window masks only), the Featured one otherwise; both
