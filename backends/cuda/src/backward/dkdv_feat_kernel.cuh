@@ -10,6 +10,7 @@
 //   block masks: steps of skipped (query tile x key tile) pairs are never made (nothing is loaded),
 //     partial ones apply the element bits.
 #include <cstdint>
+#include <type_traits>
 
 #include "dkdv_kernel.cuh"
 #include "features.cuh"
@@ -68,40 +69,57 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   const kfa::detail::SequenceBounds sb = kfa::detail::sequence_bounds(p.shape, p.varlen, b);
   const int q_begin = static_cast<int>(sb.q_begin), k_begin = static_cast<int>(sb.k_begin);
   const int seqlen_q = static_cast<int>(sb.seqlen_q), seqlen_k = static_cast<int>(sb.seqlen_k);
-  auto seq_shape = [&] {
-    kfa::detail::Shape s = p.shape;
-    s.seqlen_q = seqlen_q;
-    s.seqlen_k = seqlen_k;
-    return s;
-  };
   if (n0 >= seqlen_k) return;  // a key tile past its sequence: nothing to write
   const int n_end = n0 + BK < seqlen_k ? n0 + BK : seqlen_k;
-  const std::int64_t bb = b + p.score.batch_base;  // batch index of dropout and block masks
   const bool blocks_on = p.score.blocks.enabled();
 
-  const kfa::detail::VisibleRange rows = kfa::detail::visible_queries(n0, n_end, seq_shape(), p.score);
+  kfa::detail::Shape setup_shape = p.shape;
+  setup_shape.seqlen_q = seqlen_q;
+  setup_shape.seqlen_k = seqlen_k;
+  const kfa::detail::VisibleRange rows = kfa::detail::visible_queries(n0, n_end, setup_shape, p.score);
   const int tile0 = static_cast<int>(rows.begin / BQ);
   const int ntiles = rows.begin < rows.end ? static_cast<int>((rows.end + BQ - 1) / BQ) - tile0 : 0;
   const int steps = group * ntiles;
 
   // Steps walk (query head, query tile) pairs, tiles fastest; kept incrementally (no division).
-  const int m_first = tile0 * BQ, m_last = (tile0 + ntiles - 1) * BQ;
-  const int h_end = hk * group + group;
-  int h = hk * group, m0 = m_first;  // the current step
+  // The CTA's constants that the step loop needs are read back from shared memory where they are used
+  // (volatile: never held in registers across the loop), which leaves the registers to the tiles.
+  __shared__ int s_const[8];
+  if (threadIdx.x == 0) {
+    s_const[0] = q_begin;
+    s_const[1] = seqlen_q;
+    s_const[2] = seqlen_k;
+    s_const[3] = tile0 * BQ;                 // m_first
+    s_const[4] = (tile0 + ntiles - 1) * BQ;  // m_last
+    s_const[5] = hk * group + group;         // h_end
+    s_const[6] = steps;
+    s_const[7] = k_begin;
+  }
+  __syncthreads();
+  const volatile int* cst = s_const;
+  auto seq_shape = [&] {
+    kfa::detail::Shape s = p.shape;
+    s.seqlen_q = cst[1];
+    s.seqlen_k = cst[2];
+    return s;
+  };
+  int h = hk * group, m0 = tile0 * BQ;  // the current step
   // Block masks: the kind of (query tile at m, key tile) for head hh; steps of skipped pairs are not made.
   auto tile_kind = [&](int hh, int m) {
-    const int m_end = m + BQ < seqlen_q ? m + BQ : seqlen_q;
-    return kfa::detail::block_tile_kind(p.score.blocks, bb, hh, m, m_end, n0, n_end);
+    const int sq = cst[1], sk = cst[2];
+    const int m_end = m + BQ < sq ? m + BQ : sq;
+    const int n_end = n0 + BK < sk ? n0 + BK : sk;
+    return kfa::detail::block_tile_kind(p.score.blocks, b + p.score.batch_base, hh, m, m_end, n0, n_end);
   };
   // Moves (hh, m) to the step after it; false when the walk is over.
   auto advance = [&](int& hh, int& m) {
-    if (m == m_last) {
+    if (m == cst[4]) {
       ++hh;
-      m = m_first;
+      m = cst[3];
     } else {
       m += BQ;
     }
-    return hh < h_end;
+    return hh < cst[5];
   };
   bool valid = steps > 0;
   bool partial = false;  // the current step covers a partial mask block
@@ -116,17 +134,19 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
 
   // Issues the loads of step (h, m0) into buffer `buf` (pointers recomputed from the parameters).
   auto load_step = [&](int step_h, int step_m0, int buf) {
-    const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + std::int64_t(q_begin) * p.q.stride_s +
-                 step_h * p.q.stride_h;
-    const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + std::int64_t(q_begin) * p.dout.stride_s +
-                  step_h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, seqlen_q);
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0, seqlen_q);
+    const std::int64_t qb = cst[0];
+    const int sq = cst[1];
+    const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + qb * p.q.stride_s + step_h * p.q.stride_h;
+    const T* go =
+        static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + qb * p.dout.stride_s + step_h * p.dout.stride_h;
+    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, sq);
+    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0, sq);
   };
   auto step_stats = [&](int step_h, int row) {
-    const float* lse = static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + step_h * p.lse.stride_h +
-                       std::int64_t(q_begin) * p.lse.stride_s;
-    return row_stats(p, lse, row_map<true>(p, b, step_h, q_begin), row, seqlen_q);
+    const std::int64_t qb = cst[0];
+    const float* lse =
+        static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + step_h * p.lse.stride_h + qb * p.lse.stride_s;
+    return row_stats(p, lse, row_map<true>(p, b, step_h, qb), row, cst[1]);
   };
   // The row statistics of a step travel through registers of the first BQ threads and are stored
   // to shared memory at the end of the step before.
@@ -156,20 +176,16 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   zero(dk);
   zero(dv);
   // Keys of this warp at or past seqlen_k (zero-filled) must not contribute: local key rows >= kmax.
-  const int kmax = seqlen_k - n0 - key_row0;
-  const int shift = seqlen_k - seqlen_q;
 
   for (int it = 0; valid; ++it) {
     const int buf = static_cast<int>(it & 1);
     cp_async_wait<0>();
     __syncthreads();  // step `it` landed; everyone is done with the other buffer, P^T and dS^T
-    int h_next = m0 == m_last ? h + 1 : h;
-    int m_next = m0 == m_last ? m_first : m0 + BQ;
-    bool valid_next = it + 1 < steps, partial_next = false;
-    if (blocks_on) {
-      h_next = h;
-      m_next = m0;
-      valid_next = advance(h_next, m_next);
+    int h_next = h, m_next = m0;
+    bool valid_next = advance(h_next, m_next), partial_next = false;
+    if (!blocks_on) {
+      valid_next = it + 1 < cst[6];
+    } else {
       BlockKind kd = valid_next ? tile_kind(h_next, m_next) : BlockKind::skipped;
       while (valid_next && kd == BlockKind::skipped) {
         valid_next = advance(h_next, m_next);
@@ -187,27 +203,31 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
     const float* dsum = s_dsum + buf * BQ;
 
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, seq_shape(), p.score);
-    const int diag = n0 + key_row0 - m0 - shift;  // (key - query - shift) at local (0, 0)
-    const FeatureMod fm = feature_mod(p.score, h);
+    // Keys of this warp at or past seqlen_k (zero-filled) must not contribute: local key rows >= kmax.
+    const int kmax = cst[2] - n0 - key_row0;
+    const int diag = n0 + key_row0 - m0 - (cst[2] - cst[1]);  // (key - query - shift) at local (0, 0)
 #pragma unroll
     for (int pass = 0; pass < BQ / 64; ++pass) {
       const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
       // The block mask's answers and the dropout keep bits of this warp's fragment (before the S^T
       // product, while few registers are live).
-      std::uint32_t allow = ~0u, keep = 0;
-      if (partial) allow = block_mask_st(p.score.blocks, bb, h, m0 + q_col0, n0 + key_row0, seqlen_q, g, t);
-      if (p.dropout.on) keep = dropout_keep_st(p.dropout, bb, h, m0 + q_col0, n0 + key_row0, g, t);
+      std::uint32_t allow = ~0u, keep = ~0u;
+      if (blocks_on && partial)
+        allow = block_mask_st(p.score.blocks, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, cst[1], g, t);
+      if (p.dropout.on) keep = dropout_keep_st(p.dropout, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, g, t);
       float s[2][SQ / 8][4];
       zero(s);
       gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
-      // pk: P^T as T pairs, what dS^T uses (times dx/d dot under softcap)
+      // pk: P^T as T pairs, what dS^T uses (times dx/d dot under softcap). What dV takes (P^T, or P^T Z
+      // under dropout) goes to shared memory as it is made. Each is rounded to T once. Only softcap
+      // branches (around the whole loop); ALiBi (alibi_k = 0 when off), dropout (keep all ones and
+      // ks = 1 when off) and the masks are branch-free per element.
       std::uint32_t pk[2][SQ / 8][2];
-      {
-        // What dV takes (P^T, or P^T Z under dropout) goes to shared memory as it is made; pk holds
-        // P^T (times dx/d dot under softcap) for dS^T. Each is rounded to T once.
-        const bool masked = !full || partial;
-        const bool drop = p.dropout.on;
-        const float ks = p.dropout.keep_scale;
+      const bool masked = !full || partial;
+      const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
+      auto p_tile = [&](auto softcap_tag) {
+        constexpr bool kCap = decltype(softcap_tag)::value;
+        const FeatureMod fm = feature_mod(p.score, h);  // made here: not live across the S^T product
         std::uint32_t pst[2][SQ / 8][2];
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
@@ -219,16 +239,21 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
               const int col = q_col0 + 8 * j + 2 * t + (e & 1);
               const int krow = mt * 16 + g + 8 * (e >> 1);
               const int diff = diag + krow - col;  // key - query - shift
-              float dx;
-              const float x = modify_dot(s[mt][j][e], fm, abs(diff), dx);
+              float x = s[mt][j][e], dx = 1.0f;
+              if constexpr (kCap) {
+                const float th = policy::fast_tanh(x * fm.softcap_in);
+                x = fm.softcap_out * th;
+                dx = fmaf(-th, th, 1.0f);
+              }
+              x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
               float v = fast_exp2(fmaf(x, p.scale_log2, -lse[col]));
               if (masked) {
                 const bool ok = diff >= p.win_lo && diff <= p.win_hi && krow < kmax &&
                                 ((allow >> (mt * 16 + 4 * j + e)) & 1u);
                 if (!ok) v = 0.0f;
               }
-              pd[e] = fm.softcap ? v * dx : v;
-              pv[e] = drop ? ((keep >> (mt * 16 + 4 * j + e)) & 1u ? v * ks : 0.0f) : v;
+              pd[e] = kCap ? v * dx : v;
+              pv[e] = (keep >> (mt * 16 + 4 * j + e)) & 1u ? v * ks : 0.0f;
             }
 #pragma unroll
             for (int hi = 0; hi < 2; ++hi) {
@@ -237,25 +262,22 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
             }
           }
         store_packed_tile<2, SQ / 8, BQ>(sP, key_row0, q_col0, pst);
-      }
+      };
+      if (p.score.softcap != 0.0f) p_tile(std::true_type{});
+      else p_tile(std::false_type{});
       float dp[2][SQ / 8][4];
       zero(dp);
       gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(dp, sV, key_row0, sDO, q_col0);
-      {
-        const bool drop = p.dropout.on;
-        const float ks = p.dropout.keep_scale;
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-          for (int j = 0; j < SQ / 8; ++j)
+        for (int j = 0; j < SQ / 8; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
-              float dpv = dp[mt][j][e];
-              if (drop) dpv *= (keep >> (mt * 16 + 4 * j + e)) & 1u ? ks : 0.0f;
-              dp[mt][j][e] = pv * (dpv - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
-            }
-      }
+          for (int e = 0; e < 4; ++e) {
+            const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
+            const float dpv = (keep >> (mt * 16 + 4 * j + e)) & 1u ? dp[mt][j][e] * ks : 0.0f;
+            dp[mt][j][e] = pv * (dpv - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
+          }
       store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
     }
     __syncthreads();  // P^T and dS^T complete
@@ -272,13 +294,14 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
       float dq[2][Cfg::kDqCols / 8][4];
       zero(dq);
       gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
-      const RowMap rm = row_map<true>(p, b, h, q_begin);
+      const RowMap rm = row_map<true>(p, b, h, cst[0]);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         const int row = m0 + wq * 32 + mt * 16 + g;
         float* acc = p.dq_accum + rm(row) * D + wd * Cfg::kDqCols + 2 * t;
         float* acc_hi = acc + 8 * rm.stride * D;
-        const bool lo_ok = row < seqlen_q, hi_ok = row + 8 < seqlen_q;
+        const int sq = cst[1];
+        const bool lo_ok = row < sq, hi_ok = row + 8 < sq;
 #pragma unroll
         for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
           if (lo_ok) atomic_add2(acc + 8 * j, dq[mt][j][0], dq[mt][j][1]);
@@ -295,16 +318,16 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
 
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
   // Epilogue: dK = scale * dS^T Q, dV as accumulated; rows past seqlen_k are not written.
-  T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + std::int64_t(k_begin) * p.dk.stride_s + hk * p.dk.stride_h +
-          d_col0 + 2 * t;
-  T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + std::int64_t(k_begin) * p.dv.stride_s + hk * p.dv.stride_h +
-          d_col0 + 2 * t;
+  const std::int64_t kb = cst[7];
+  const int sk = cst[2];
+  T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + kb * p.dk.stride_s + hk * p.dk.stride_h + d_col0 + 2 * t;
+  T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + kb * p.dv.stride_s + hk * p.dv.stride_h + d_col0 + 2 * t;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) {
       const int r = n0 + key_row0 + mt * 16 + g + 8 * hi;
-      if (r >= seqlen_k) continue;
+      if (r >= sk) continue;
 #pragma unroll
       for (int j = 0; j < KD / 8; ++j) {
         *reinterpret_cast<std::uint32_t*>(gk + r * p.dk.stride_s + 8 * j) =
