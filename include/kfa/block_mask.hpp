@@ -204,6 +204,13 @@ class BlockMask {
     s.batch = static_cast<std::int32_t>(shape_.batch);
     s.heads = static_cast<std::int32_t>(shape_.heads);
     s.words_per_block = static_cast<std::int32_t>(words_per_block_);
+    auto shift = [](std::int64_t x) {
+      std::int32_t k = 0;
+      while ((std::int64_t(1) << k) < x) ++k;
+      return (std::int64_t(1) << k) == x ? k : -1;
+    };
+    s.block_q_shift = shift(shape_.block_q);
+    s.block_k_shift = shift(shape_.block_k);
     return s;
   }
 

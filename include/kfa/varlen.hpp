@@ -98,6 +98,8 @@ ForwardArgs varlen_args(const Q& q, const K& k, const V& v, const CuQ& cu_q, con
   a.v = packed_tensor4(v);
   a.varlen.cu_seqlens_q = cu_q.data();
   a.varlen.cu_seqlens_k = cu_k.data();
+  a.varlen.total_q = static_cast<std::int64_t>(q.extent(0));
+  a.varlen.total_k = static_cast<std::int64_t>(k.extent(0));
   return a;
 }
 

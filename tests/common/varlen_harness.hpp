@@ -8,7 +8,8 @@
 
 namespace kfa::test {
 
-/// A packed problem: q [total_q, heads, d], k/v [total_k, heads_kv, d], lse [heads, total_q].
+/// A packed problem: q [total_q, heads, d], k/v [total_k, heads_kv, d], lse [heads, total_q], row-major
+/// (LayoutRight: the default layout of a GPU space is LayoutLeft).
 template <class S, class T>
 struct Packed {
   using Mem = typename S::memory_space;
@@ -17,8 +18,8 @@ struct Packed {
   std::vector<std::int32_t> cu_q{0}, cu_k{0};
   std::int64_t heads, heads_kv, d, max_q = 0, max_k = 0;
   Problem<S, T> data;  // the packed tensors as a batch-1 problem of total_q x total_k rows
-  Kokkos::View<T***, Mem> q, k, v, o;
-  Kokkos::View<L**, Mem> lse;
+  Kokkos::View<T***, Kokkos::LayoutRight, Mem> q, k, v, o;
+  Kokkos::View<L**, Kokkos::LayoutRight, Mem> lse;
   Kokkos::View<std::int32_t*, Mem> dcu_q, dcu_k;
 
   static std::int64_t sum(const std::vector<std::int64_t>& v) { return std::accumulate(v.begin(), v.end(), std::int64_t(0)); }
@@ -32,11 +33,11 @@ struct Packed {
       max_q = std::max(max_q, lq[b]);
       max_k = std::max(max_k, lk[b]);
     }
-    q = Kokkos::View<T***, Mem>(data.qb.data(), cu_q.back(), h, dim);
-    k = Kokkos::View<T***, Mem>(data.kb.data(), cu_k.back(), hkv, dim);
-    v = Kokkos::View<T***, Mem>(data.vb.data(), cu_k.back(), hkv, dim);
-    o = Kokkos::View<T***, Mem>(data.ob.data(), cu_q.back(), h, dim);
-    lse = Kokkos::View<L**, Mem>(data.lb.data(), h, cu_q.back());
+    q = Kokkos::View<T***, Kokkos::LayoutRight, Mem>(data.qb.data(), cu_q.back(), h, dim);
+    k = Kokkos::View<T***, Kokkos::LayoutRight, Mem>(data.kb.data(), cu_k.back(), hkv, dim);
+    v = Kokkos::View<T***, Kokkos::LayoutRight, Mem>(data.vb.data(), cu_k.back(), hkv, dim);
+    o = Kokkos::View<T***, Kokkos::LayoutRight, Mem>(data.ob.data(), cu_q.back(), h, dim);
+    lse = Kokkos::View<L**, Kokkos::LayoutRight, Mem>(data.lb.data(), h, cu_q.back());
     dcu_q = to_device(cu_q);
     dcu_k = to_device(cu_k);
   }
@@ -179,7 +180,7 @@ void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptio
   std::vector<double> dout_host;
   auto dob = pk.data.fill(tq * h * d, dout_host, 1.0);
   Kokkos::View<T*, Mem> dqb("dq", tq * h * d), dkb("dk", tk * hk * d), dvb("dv", tk * hk * d);
-  Kokkos::View<T***, Mem> dout(dob.data(), tq, h, d), dq(dqb.data(), tq, h, d), dk(dkb.data(), tk, hk, d),
+  Kokkos::View<T***, Kokkos::LayoutRight, Mem> dout(dob.data(), tq, h, d), dq(dqb.data(), tq, h, d), dk(dkb.data(), tk, hk, d),
       dv(dvb.data(), tk, hk, d);
   S space;
   kfa::forward_varlen(space, pk.q, pk.k, pk.v, pk.o, pk.lse, pk.dcu_q, pk.dcu_k, pk.max_q, pk.max_k, params);

@@ -31,15 +31,6 @@ TEMPLATE_LIST_TEST_CASE("cuda native declines head_dim without a kernel", "[cuda
   expect_declined<typename TestType::value>({1, 40, 50, 2, 1, 32}, RefOptions{0, true});
 }
 
-TEMPLATE_LIST_TEST_CASE("cuda native declines softcap and ALiBi", "[cuda][errors]", CudaTensorCoreCases) {
-  RefOptions cap;
-  cap.softcap = 4.0;
-  expect_declined<typename TestType::value>({1, 60, 60, 2, 2, 64}, cap);
-  RefOptions alibi;
-  alibi.alibi = {0.5f, 0.125f};
-  expect_declined<typename TestType::value>({1, 60, 60, 2, 2, 64}, alibi);
-}
-
 TEST_CASE("cuda native declines float and double", "[cuda][errors]") {
   expect_declined<float>({1, 40, 40, 2, 2, 64}, RefOptions{});
   expect_declined<double>({1, 40, 40, 2, 2, 64}, RefOptions{});

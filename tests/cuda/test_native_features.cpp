@@ -4,6 +4,7 @@
 // forward kernel (KFA_CUDA_FORWARD=mma / wgmma).
 #include <catch2/catch_template_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 
 #include "cuda_cases.hpp"
 #include "feature_reference.hpp"

@@ -57,7 +57,6 @@ bool use_sm90(const detail::ForwardArgs& a) {
     return e == nullptr ? 0 : std::strcmp(e, "mma") == 0 ? 1 : std::strcmp(e, "wgmma") == 0 ? 2 : 0;
   }();
   if (forced == 1 || device_arch() != 90) return false;
-  if (forward_featured(a)) return false;  // the Hopper kernel's feature instance is not built yet
   const std::int64_t b = a.shape.batch;
   const bool possible = hopper::tensor_map_possible(a.q, b) && hopper::tensor_map_possible(a.k, b) &&
                         hopper::tensor_map_possible(a.v, b) && hopper::tensor_map_possible(a.o, b);

@@ -36,7 +36,11 @@ struct BlockSparseSpec {
   std::int32_t block_q = 0, block_k = 0, n_qblocks = 0, n_kblocks = 0;
   std::int32_t batch = 1, heads = 1;  // 1 = broadcast
   std::int32_t words_per_block = 0;
+  std::int32_t block_q_shift = -1, block_k_shift = -1;  // log2 of the block sizes when powers of two, else -1
   KFA_HD bool enabled() const { return row_ptr != nullptr; }
+  /// x / block_q and x / block_k (shifts when the sizes are powers of two, as the native ones are).
+  KFA_HD std::int64_t qblock_of(std::int64_t x) const { return block_q_shift >= 0 ? x >> block_q_shift : x / block_q; }
+  KFA_HD std::int64_t kblock_of(std::int64_t x) const { return block_k_shift >= 0 ? x >> block_k_shift : x / block_k; }
 };
 
 /// Packed sequences: sequence b has rows [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q/o and keys
@@ -45,6 +49,7 @@ struct BlockSparseSpec {
 struct Varlen {
   const std::int32_t* cu_seqlens_q = nullptr;
   const std::int32_t* cu_seqlens_k = nullptr;
+  std::int64_t total_q = 0, total_k = 0;  // rows of the packed q and k tensors (cu_seqlens_*[batch])
   KFA_HD bool enabled() const { return cu_seqlens_q != nullptr; }
 };
 

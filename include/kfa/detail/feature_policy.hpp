@@ -97,13 +97,13 @@ KFA_HD BlockKind block_tile_kind(const BlockSparseSpec& m, std::int64_t b, std::
                                  std::int64_t row_end, std::int64_t col0, std::int64_t col_end) {
   if (!m.enabled()) return BlockKind::full;
   if (row0 >= row_end || col0 >= col_end) return BlockKind::skipped;
-  std::int64_t qb1 = (row_end - 1) / m.block_q, kb1 = (col_end - 1) / m.block_k;
+  std::int64_t qb1 = m.qblock_of(row_end - 1), kb1 = m.kblock_of(col_end - 1);
   if (qb1 >= m.n_qblocks) qb1 = m.n_qblocks - 1;
   if (kb1 >= m.n_kblocks) kb1 = m.n_kblocks - 1;
   bool any = false, all_full = true;
-  for (std::int64_t qb = row0 / m.block_q; qb <= qb1; ++qb) {
+  for (std::int64_t qb = m.qblock_of(row0); qb <= qb1; ++qb) {
     const std::int32_t* st = m.block_state + block_mask_row(m, b, h, qb) * m.n_kblocks;
-    for (std::int64_t kb = col0 / m.block_k; kb <= kb1; ++kb) {
+    for (std::int64_t kb = m.kblock_of(col0); kb <= kb1; ++kb) {
       const std::int32_t v = st[kb];
       any = any || v != block_skipped;
       all_full = all_full && v == block_full;
@@ -120,7 +120,7 @@ struct BlockRow {
 
 KFA_HD BlockRow block_row(const BlockSparseSpec& m, std::int64_t b, std::int64_t h, std::int64_t row) {
   if (!m.enabled()) return {};
-  std::int64_t qb = row / m.block_q;
+  std::int64_t qb = m.qblock_of(row);
   if (qb >= m.n_qblocks) qb = m.n_qblocks - 1;  // padding rows of a kernel's last tile (never stored)
   return {m.block_state + block_mask_row(m, b, h, qb) * m.n_kblocks, static_cast<std::int32_t>(row - qb * m.block_q)};
 }
@@ -128,7 +128,7 @@ KFA_HD BlockRow block_row(const BlockSparseSpec& m, std::int64_t b, std::int64_t
 /// True when the block mask computes key `col` of the row (a key past the mask's blocks is not).
 KFA_HD bool block_allows(const BlockSparseSpec& m, const BlockRow& r, std::int64_t col) {
   if (r.state == nullptr) return true;
-  const std::int64_t kb = col / m.block_k;
+  const std::int64_t kb = m.kblock_of(col);
   if (kb >= m.n_kblocks) return false;
   const std::int32_t v = r.state[kb];
   if (v == block_full) return true;

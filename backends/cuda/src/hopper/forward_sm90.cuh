@@ -731,8 +731,9 @@ void launch_forward_sm90_variant(const detail::ForwardArgs& a, cudaStream_t stre
   // Packed sequences: the maps cover the packed rows as one batch (make_tensor_map: batch stride 0).
   std::int64_t rows_q = s.seqlen_q, rows_k = s.seqlen_k;
   if (a.varlen.enabled()) {
-    rows_q = packed_rows(a.varlen.cu_seqlens_q, s.batch, stream);
-    rows_k = packed_rows(a.varlen.cu_seqlens_k, s.batch, stream);
+    // The public API passes the packed extents; only a bare launcher call without them reads the prefix sums.
+    rows_q = a.varlen.total_q > 0 ? a.varlen.total_q : packed_rows(a.varlen.cu_seqlens_q, s.batch, stream);
+    rows_k = a.varlen.total_k > 0 ? a.varlen.total_k : packed_rows(a.varlen.cu_seqlens_k, s.batch, stream);
     if (rows_q == 0) return;
   }
   const CUtensorMap q_map = make_tensor_map(a.q, a.dtype, s.batch, rows_q, s.heads, D, 64);
