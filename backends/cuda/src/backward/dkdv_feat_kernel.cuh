@@ -4,7 +4,7 @@
 // dense calls keep running dkdv_kernel, which compiles none of this.
 //   packed sequences: the CTA's sequence gives the lengths every mask rule uses, and the rows of its
 //     tensors start at the sequence's first row; key tiles past the sequence's end exit at once;
-//   softcap / ALiBi: P^T from the modified score x (features.cuh modify_dot); dS^T = P^T dx/d dot (dP^T - D);
+//   softcap / ALiBi: P^T from the modified score x (features.cuh FeatureMod); dS^T = P^T dx/d dot (dP^T - D);
 //   dropout (Z = keep * keep_scale, the forward's mask): P^T Z goes to dV, dP^T = Z (V dO^T), and
 //     dS^T = P^T (dP^T - D) with the undropped P^T;
 //   block masks: steps of skipped (query tile x key tile) pairs are never made (nothing is loaded),
@@ -225,8 +225,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
       std::uint32_t pk[2][SQ / 8][2];
       const bool masked = !full || partial;
       const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
-      auto p_tile = [&](auto softcap_tag) {
-        constexpr bool kCap = decltype(softcap_tag)::value;
+      auto p_tile = [&](auto softcap_tag, auto alibi_tag, auto drop_tag) {
+        constexpr bool kCap = decltype(softcap_tag)::value, kAlibi = decltype(alibi_tag)::value;
+        constexpr bool kDrop = decltype(drop_tag)::value;
         const FeatureMod fm = feature_mod(p.score, h);  // made here: not live across the S^T product
         std::uint32_t pst[2][SQ / 8][2];
 #pragma unroll
@@ -245,7 +246,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
                 x = fm.softcap_out * th;
                 dx = fmaf(-th, th, 1.0f);
               }
-              x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
+              if constexpr (kAlibi) x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
               float v = fast_exp2(fmaf(x, p.scale_log2, -lse[col]));
               if (masked) {
                 const bool ok = diff >= p.win_lo && diff <= p.win_hi && krow < kmax &&
@@ -253,7 +254,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
                 if (!ok) v = 0.0f;
               }
               pd[e] = kCap ? v * dx : v;
-              pv[e] = (keep >> (mt * 16 + 4 * j + e)) & 1u ? v * ks : 0.0f;
+              pv[e] = !kDrop ? v : (keep >> (mt * 16 + 4 * j + e)) & 1u ? v * ks : 0.0f;
             }
 #pragma unroll
             for (int hi = 0; hi < 2; ++hi) {
@@ -263,21 +264,35 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
           }
         store_packed_tile<2, SQ / 8, BQ>(sP, key_row0, q_col0, pst);
       };
-      if (p.score.softcap != 0.0f) p_tile(std::true_type{});
-      else p_tile(std::false_type{});
+      // one loop per combination of the modifiers (uniform branches; no per-element tests)
+      using Y = std::true_type;
+      using N = std::false_type;
+      const bool cap = p.score.softcap != 0.0f, alibi = p.score.alibi_slopes != nullptr, drop = p.dropout.on;
+      if (cap) {
+        if (alibi) drop ? p_tile(Y{}, Y{}, Y{}) : p_tile(Y{}, Y{}, N{});
+        else drop ? p_tile(Y{}, N{}, Y{}) : p_tile(Y{}, N{}, N{});
+      } else {
+        if (alibi) drop ? p_tile(N{}, Y{}, Y{}) : p_tile(N{}, Y{}, N{});
+        else drop ? p_tile(N{}, N{}, Y{}) : p_tile(N{}, N{}, N{});
+      }
       float dp[2][SQ / 8][4];
       zero(dp);
       gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(dp, sV, key_row0, sDO, q_col0);
+      auto ds_tile = [&](auto drop_tag) {
+        constexpr bool kDrop = decltype(drop_tag)::value;
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int j = 0; j < SQ / 8; ++j)
+          for (int j = 0; j < SQ / 8; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
-            const float dpv = (keep >> (mt * 16 + 4 * j + e)) & 1u ? dp[mt][j][e] * ks : 0.0f;
-            dp[mt][j][e] = pv * (dpv - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
-          }
+            for (int e = 0; e < 4; ++e) {
+              const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
+              const float dpv = !kDrop ? dp[mt][j][e] : (keep >> (mt * 16 + 4 * j + e)) & 1u ? dp[mt][j][e] * ks : 0.0f;
+              dp[mt][j][e] = pv * (dpv - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
+            }
+      };
+      if (p.dropout.on) ds_tile(std::true_type{});
+      else ds_tile(std::false_type{});
       store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
     }
     __syncthreads();  // P^T and dS^T complete

@@ -4,6 +4,7 @@
 // features behind warp-uniform branches (see dkdv_feat_kernel.cuh). The key walk follows the feature
 // policy's key_trip / key_tile_work / next_key_tile, so block-sparse skips are never loaded.
 #include <cstdint>
+#include <type_traits>
 
 #include "dq_kernel.cuh"
 #include "features.cuh"
@@ -126,18 +127,26 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
       float s[KC / 8][4];
       zero(s);
       gemm_abt<T, KC / 8, D / 16, D>(s, sQ, row0, sK, c0);
-      {
-        const bool masked = w.window_mask || bits;
+      // P (times dx/d dot under softcap: P only feeds dS here), one loop per combination of the
+      // modifiers (uniform branches, no per-element tests)
+      const bool masked = w.window_mask || bits;
+      auto p_chunk = [&](auto softcap_tag, auto alibi_tag) {
+        constexpr bool kCap = decltype(softcap_tag)::value, kAlibi = decltype(alibi_tag)::value;
 #pragma unroll
         for (int j = 0; j < KC / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int col = c0 + 8 * j + 2 * t + (e & 1);
             const int diff = diag + col - (g + 8 * (e >> 1));
-            float dx;
-            const float x = modify_dot(s[j][e], fm, abs(diff), dx);
+            float x = s[j][e], dx = 1.0f;
+            if constexpr (kCap) {
+              const float th = policy::fast_tanh(x * fm.softcap_in);
+              x = fm.softcap_out * th;
+              dx = fmaf(-th, th, 1.0f);
+            }
+            if constexpr (kAlibi) x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
             float pv = fast_exp2(fmaf(x, p.scale_log2, -lse_r[e >> 1]));
-            if (fm.softcap) pv *= dx;  // P only feeds dS here: keep P dx/d dot
+            if constexpr (kCap) pv *= dx;
             if (masked) {
               const int jt = c0 / 8 + j;  // n8 block within the tile
               const bool ok = diff >= p.win_lo && diff <= p.win_hi && col < kmax &&
@@ -146,22 +155,31 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
             }
             s[j][e] = pv;
           }
+      };
+      {
+        using Y = std::true_type;
+        using N = std::false_type;
+        if (fm.softcap) fm.alibi ? p_chunk(Y{}, Y{}) : p_chunk(Y{}, N{});
+        else fm.alibi ? p_chunk(N{}, Y{}) : p_chunk(N{}, N{});
       }
       float dp[KC / 8][4];
       zero(dp);
       gemm_abt<T, KC / 8, D / 16, D>(dp, sDO, row0, sV, c0);
-      {
-        const bool drop = p.dropout.on;
+      if (p.dropout.on) {
         const float ks = p.dropout.keep_scale;
 #pragma unroll
         for (int j = 0; j < KC / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int jt = c0 / 8 + j;
-            float dpv = dp[j][e];
-            if (drop) dpv *= (keep >> (16 * (e >> 1) + 4 * (jt >> 1) + 2 * (jt & 1) + (e & 1))) & 1u ? ks : 0.0f;
-            dp[j][e] = s[j][e] * (dpv - dsum_r[e >> 1]);
+            const bool kept = (keep >> (16 * (e >> 1) + 4 * (jt >> 1) + 2 * (jt & 1) + (e & 1))) & 1u;
+            dp[j][e] = s[j][e] * ((kept ? dp[j][e] * ks : 0.0f) - dsum_r[e >> 1]);
           }
+      } else {
+#pragma unroll
+        for (int j = 0; j < KC / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum_r[e >> 1]);
       }
       std::uint32_t dsa[KC / 16][4];
       acc_to_a<T, KC / 8>(dsa, dp);

@@ -9,7 +9,9 @@
 
 namespace kfa::cuda::bwd {
 
-/// The per-(query head) feature constants of a tile walk; warp-uniform.
+/// The per-(query head) feature constants of a tile walk; warp-uniform. The kernels apply them as
+/// kfa::detail::modify_score defines (x = softcap_out * tanh(dot * softcap_in), then + alibi_k * |i +
+/// seqlen_k - seqlen_q - j|; dx/d dot = 1 - tanh^2), with tanh on the SFU (policy::fast_tanh).
 struct FeatureMod {
   float softcap_in = 0.0f, softcap_out = 0.0f;  // tanh argument and output scales; softcap off: 0
   float alibi_k = 0.0f;                         // -slope / scale; 0: no ALiBi
@@ -27,20 +29,6 @@ __device__ __forceinline__ FeatureMod feature_mod(const kfa::detail::ScoreSpec& 
   }
   if (f.alibi) f.alibi_k = -m.alibi_slope / m.scale;
   return f;
-}
-
-/// The modified score x of a dot product (kfa::detail::modify_score, with tanh on the SFU) and its
-/// derivative d x / d dot. `dist` = |query + seqlen_k - seqlen_q - key| (the ALiBi distance).
-__device__ __forceinline__ float modify_dot(float dot, const FeatureMod& f, int dist, float& dx_ddot) {
-  float x = dot;
-  dx_ddot = 1.0f;
-  if (f.softcap) {
-    const float th = policy::fast_tanh(dot * f.softcap_in);
-    x = f.softcap_out * th;
-    dx_ddot = fmaf(-th, th, 1.0f);
-  }
-  if (f.alibi) x = fmaf(f.alibi_k, static_cast<float>(dist), x);
-  return x;
 }
 
 /// Keep flags (byte >= threshold) of the four bytes of a Philox word, as bits 0..3 (byte order): the
