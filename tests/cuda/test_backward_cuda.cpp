@@ -98,10 +98,26 @@ TEST_CASE("cuda backward: cases it does not take are declined", "[cuda][native][
   };
   CHECK(declined([](BackwardArgs& b) { b.dtype = DType::f32; }));
   CHECK(declined([](BackwardArgs& b) { b.shape.head_dim = 96; }));
-  CHECK(declined([](BackwardArgs& b) { b.score.softcap = 30.0f; }));
-  CHECK(declined([](BackwardArgs& b) { b.score.dropout_p = 0.1f; }));
   CHECK(declined([](BackwardArgs& b) { b.shape.heads_kv = 3; }));
   CHECK(declined([](BackwardArgs& b) { b.q.stride_s += 1; }));  // rows not 16-byte aligned
   static const float slopes[2] = {0.5f, 0.25f};
-  CHECK(declined([](BackwardArgs& b) { b.score.alibi_slopes = slopes; }));
+  // the features are taken (tests/cuda/test_backward_features.cpp checks them) ...
+  CHECK(!declined([](BackwardArgs& b) { b.score.softcap = 30.0f; }));
+  CHECK(!declined([](BackwardArgs& b) { b.score.dropout_p = 0.1f; }));
+  CHECK(!declined([](BackwardArgs& b) { b.score.alibi_slopes = slopes; }));
+  // ... except softcap / ALiBi without a positive scale, and block sizes other than 64, 128, 256
+  CHECK(declined([](BackwardArgs& b) {
+    b.score.softcap = 30.0f;
+    b.score.scale = -0.125;
+  }));
+  CHECK(declined([](BackwardArgs& b) {
+    b.score.alibi_slopes = slopes;
+    b.score.scale = 0.0;
+  }));
+  static const std::int32_t row_ptr[2] = {0, 0};
+  CHECK(declined([](BackwardArgs& b) {
+    b.score.blocks.row_ptr = row_ptr;
+    b.score.blocks.block_q = 32;
+    b.score.blocks.block_k = 64;
+  }));
 }

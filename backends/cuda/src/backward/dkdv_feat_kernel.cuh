@@ -175,7 +175,6 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   float dk[2][KD / 8][4], dv[2][KD / 8][4];
   zero(dk);
   zero(dv);
-  // Keys of this warp at or past seqlen_k (zero-filled) must not contribute: local key rows >= kmax.
 
   for (int it = 0; valid; ++it) {
     const int buf = static_cast<int>(it & 1);
@@ -219,9 +218,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
       zero(s);
       gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
       // pk: P^T as T pairs, what dS^T uses (times dx/d dot under softcap). What dV takes (P^T, or P^T Z
-      // under dropout) goes to shared memory as it is made. Each is rounded to T once. Only softcap
-      // branches (around the whole loop); ALiBi (alibi_k = 0 when off), dropout (keep all ones and
-      // ks = 1 when off) and the masks are branch-free per element.
+      // under dropout) goes to shared memory as it is made. Each is rounded to T once.
       std::uint32_t pk[2][SQ / 8][2];
       const bool masked = !full || partial;
       const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
