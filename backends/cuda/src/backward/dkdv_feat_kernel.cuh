@@ -28,7 +28,7 @@ __device__ __forceinline__ std::uint32_t block_mask_st(const kfa::detail::BlockS
   for (int je = 0; je < 8; ++je) {  // query column 8 j + 2 t + e1
     const int j = je >> 1, e1 = je & 1;
     const std::int64_t row = q0 + 8 * j + 2 * t + e1;
-    if (row >= seqlen_q || row / m.block_q >= m.n_qblocks) continue;
+    if (row >= seqlen_q || m.qblock_of(row) >= m.n_qblocks) continue;
     const kfa::detail::BlockRow br = kfa::detail::block_row(m, batch, h, row);
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)

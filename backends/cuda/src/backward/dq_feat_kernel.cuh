@@ -23,7 +23,7 @@ __device__ __forceinline__ std::uint32_t block_mask_s(const kfa::detail::BlockSp
 #pragma unroll 1
   for (int hi = 0; hi < 2; ++hi) {
     const std::int64_t row = row_g + 8 * hi;
-    if (row >= seqlen_q || row / m.block_q >= m.n_qblocks) continue;
+    if (row >= seqlen_q || m.qblock_of(row) >= m.n_qblocks) continue;
     const kfa::detail::BlockRow br = kfa::detail::block_row(m, batch, h, row);
 #pragma unroll 1
     for (int j = 0; j < BK / 8; ++j)

@@ -91,12 +91,4 @@ __device__ __forceinline__ std::uint32_t dropout_keep_s(const kfa::detail::Dropo
   return keep;
 }
 
-/// The block mask's element answer for (query row, key col) of a sequence; rows or keys past the
-/// mask's blocks are not computed. `batch` includes score.batch_base.
-__device__ __forceinline__ bool block_elem_allows(const kfa::detail::BlockSparseSpec& m, std::int64_t batch,
-                                                  std::int64_t h, std::int64_t row, std::int64_t col) {
-  if (row / m.block_q >= m.n_qblocks) return false;
-  return kfa::detail::block_allows(m, kfa::detail::block_row(m, batch, h, row), col);
-}
-
 }  // namespace kfa::cuda::bwd
