@@ -306,12 +306,16 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
       float dq[2][Cfg::kDqCols / 8][4];
       zero(dq);
       gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
-      const RowMap rm = row_map<true>(p, b, h, cst[0]);
+      // accumulator rows in 32 bits (the workspace holds fewer than 2^31 rows)
+      const int heads = static_cast<int>(p.shape.heads);
+      const bool packed = p.varlen.enabled();
+      const int rbase = packed ? cst[0] * heads + static_cast<int>(h) : (b * heads + static_cast<int>(h)) * cst[1];
+      const int rstride = packed ? heads : 1;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         const int row = m0 + wq * 32 + mt * 16 + g;
-        float* acc = p.dq_accum + rm(row) * D + wd * Cfg::kDqCols + 2 * t;
-        float* acc_hi = acc + 8 * rm.stride * D;
+        float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * D + wd * Cfg::kDqCols + 2 * t;
+        float* acc_hi = acc + 8 * rstride * D;
         const int sq = cst[1];
         const bool lo_ok = row < sq, hi_ok = row + 8 < sq;
 #pragma unroll
