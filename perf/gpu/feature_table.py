@@ -1,9 +1,11 @@
 """Prints kfa's feature benchmark (kfa-feature-bench) beside the peers (peer_feature_bench.py) as ratios.
    python3 feature_table.py kfa_features.jsonl [peers.jsonl]"""
-import json, sys
+import json, os, sys
 
 kfa = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-peers = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")] if len(sys.argv) > 2 else []
+peers = []
+if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+    peers = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
 
 
 def rows(kind):

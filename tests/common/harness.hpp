@@ -37,6 +37,15 @@ constexpr double abs_eps() {
   else return 1e-3;
 }
 
+/// Unit roundoff of T's storage (half: 2^-11, bfloat16: 2^-8): the error of rounding a result to T.
+template <class T>
+constexpr double unit_roundoff() {
+  if constexpr (std::is_same_v<T, double>) return 0x1p-53;
+  else if constexpr (std::is_same_v<T, float>) return 0x1p-24;
+  else if constexpr (std::is_same_v<T, half>) return 0x1p-11;
+  else return 0x1p-8;
+}
+
 template <class T>
 const char* type_name() {
   if constexpr (std::is_same_v<T, double>) return "double";

@@ -266,34 +266,6 @@ __device__ __forceinline__ void sm90_block_bits_row(Ref&& ref, const detail::Blo
       if (!((keep >> (2 * i + e)) & 1u)) ref(i, e) = -INFINITY;
 }
 
-/// kfa::cuda::policy::dropout_row, four 16-column groups (one Philox block per lane) at a time, so that
-/// at most four mask words are live next to the accumulators (head_dim 256 spilled with all of a row's).
-/// The same mask: policy::dropout_row_words of each chunk's columns. All 32 lanes call it together.
-template <int NB, class Ref>
-__device__ __forceinline__ void sm90_dropout_row(Ref&& ref, const detail::DropoutPolicy& d, int batch, int head, int row,
-                                                 int col0, int t) {
-  static_assert(NB % 2 == 0, "tiles of whole 16-column groups");
-  constexpr int NG = NB / 2;
-#pragma unroll
-  for (int j0 = 0; j0 < NG; j0 += 4) {
-    constexpr int chunk = 4;
-    std::uint32_t words[chunk];
-    policy::dropout_row_words<chunk>(d, batch, head, row, col0 + 16 * j0, t, words);
-#pragma unroll
-    for (int s = 0; s < chunk; ++s)
-      if (j0 + s < NG) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int i = 2 * (j0 + s) + half;
-          const std::uint32_t keep = detail::dropout_keep_bits(words[s], d.threshold) >> (2 * half);
-#pragma unroll
-          for (int e = 0; e < 2; ++e)
-            if (!((keep >> e) & 1u)) ref(i, e) = 0.0f;
-        }
-      }
-  }
-}
-
 /// The consumer warpgroup's view of one query tile: accumulators and softmax state. Featured adds the
 /// score modifiers, the block walk, dropout and packed sequences (kfa::cuda::policy on each fragment row).
 template <int D, class T, bool Featured>
@@ -422,17 +394,30 @@ struct Sm90Consumer {
         row_sum[h] = row_sum[h] * alpha[h] + sum;  // this lane's partial sum; reduced at the end
       }
     };
-    // Featured, after the softmax sums (the LSE is the undropped softmax's): zeroes the dropped P of key
-    // tile v.tile (dropout acts on P V only). Head_dim 256 runs it once P V of the previous tile is done
-    // (its P registers are free then: with them held it spills); others under that GEMM.
+    // Featured, after P is packed (the LSE is the undropped softmax's): zeroes the dropped P of key tile
+    // v.tile (dropout acts on P V only). Word t of a 16-column group's Philox block holds the bytes of
+    // this lane's columns 2t, 2t + 1 (the pair p[kk][h]) and 2t + 8, 2t + 9 (p[kk][2 + h]): one SIMD byte
+    // compare and two byte permutes give the 16-bit lane masks, one AND per pair applies them.
     auto drop = [&](const Sm90Visit& v) {
       if constexpr (Featured) {
         const detail::DropoutPolicy dropout = detail::make_dropout(a.score);
         if (dropout.on) {
+          const std::uint32_t thr4 = dropout.threshold * 0x01010101u;
 #pragma unroll
           for (int h = 0; h < 2; ++h)
-            sm90_dropout_row<BN / 8>([&](int i, int e) -> float& { return acc_s[4 * i + 2 * h + e]; }, dropout,
-                                     tile.batch, tile.head, my_row + 8 * h, v.tile * BN, t);
+#pragma unroll
+            for (int j0 = 0; j0 < BN / 16; j0 += 4) {
+              std::uint32_t words[4];
+              policy::dropout_row_words<4>(dropout, tile.batch, tile.head, my_row + 8 * h, v.tile * BN + 16 * j0, t,
+                                           words);
+#pragma unroll
+              for (int s = 0; s < 4; ++s)
+                if (j0 + s < BN / 16) {
+                  const std::uint32_t keep = __vcmpgeu4(words[s], thr4);  // 0xff per kept column's byte
+                  p[j0 + s][h] &= __byte_perm(keep, 0, 0x1100);
+                  p[j0 + s][2 + h] &= __byte_perm(keep, 0, 0x3322);
+                }
+            }
         }
       }
     };
@@ -469,7 +454,6 @@ struct Sm90Consumer {
       any = w != 0;
     }
     const int n_tiles = tile.key_end - tile.key_begin;  // the dense walk's count
-    constexpr bool late_drop = D > 128;
     int j = 0;
     if (any) {
       float alpha[2];
@@ -480,8 +464,8 @@ struct Sm90Consumer {
       Sm90Visit v = visit(0);
       wgmma_wait<0>();
       softmax(v, alpha);
-      drop(v);
       convert_p();
+      drop(v);
       for (j = 1; Featured ? !v.last : j < n_tiles; ++j) {
         turn.wait();
         issue_scores(j);
@@ -490,10 +474,8 @@ struct Sm90Consumer {
         v = visit(j);
         wgmma_wait<1>();  // S of tile j is ready; P V of tile j - 1 may still run
         softmax(v, alpha);
-        if (!late_drop) drop(v);
         wgmma_wait<0>();
         release(j - 1);
-        if (late_drop) drop(v);
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) {
           acc_o[4 * i + 0] *= alpha[0];
@@ -502,6 +484,7 @@ struct Sm90Consumer {
           acc_o[4 * i + 3] *= alpha[1];
         }
         convert_p();
+        drop(v);
       }
       turn.wait();
       issue_pv(j - 1);

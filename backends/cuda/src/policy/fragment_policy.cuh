@@ -46,13 +46,15 @@ __device__ __forceinline__ void modify_and_mask_row(Ref&& ref, const RowPolicy& 
       for (int e = 0; e < 2; ++e) ref(i, e) = out * fast_tanh(ref(i, e) * in);
   }
   if (rp.mod.alibi_slope != 0.0f) {
-    // bias / scale = -slope / scale * |row + sk - sq - col|, exact in 32 bits for positions < 2^24
+    // bias / scale = -slope / scale * |row + sk - sq - col|: the distance in float (exact below 2^24,
+    // the reference's own rounding above), one FADD with a constant and one FFMA with |.| per score
+    // (no integer-to-float conversion, which runs at a quarter of the FMA rate).
     const float k = -rp.mod.alibi_slope / rp.mod.scale;
-    const int diag = static_cast<int>(rp.row + s.seqlen_k - s.seqlen_q - col0);
+    const float diag = static_cast<float>(rp.row + s.seqlen_k - s.seqlen_q - col0 - 2 * t);
 #pragma unroll
     for (int i = 0; i < NB; ++i)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) ref(i, e) = fmaf(k, static_cast<float>(abs(diag - (8 * i + 2 * t + e))), ref(i, e));
+      for (int e = 0; e < 2; ++e) ref(i, e) = fmaf(k, fabsf(diag - static_cast<float>(8 * i + e)), ref(i, e));
   }
   if (mask) {
     const detail::VisibleRange r = detail::visible_keys(rp.row, s, sc);
