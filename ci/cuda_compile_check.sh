@@ -29,9 +29,12 @@ tar -xzf "$deps/kokkos-5.0.2.tar.gz" -C "$work" kokkos-5.0.2/bin/nvcc_wrapper
 cmake -S "$root" -B "$work/build" -G Ninja \
   -DCMAKE_CXX_COMPILER="$work/kokkos-5.0.2/bin/nvcc_wrapper" \
   -DKFA_DEPS_DIR="$deps" -DKFA_KOKKOS_DEVICE=CUDA -DKFA_KOKKOS_ARCH=HOPPER90 \
-  -DKFA_ENABLE_CUDA=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-/opt/kfa-deps}" \
+  -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TOOLS=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-/opt/kfa-deps}" \
   -DCMAKE_DISABLE_FIND_PACKAGE_Kokkos=ON > "$work/configure.log"
-ninja -C "$work/build" -j"$jobs" kfa kfa_cuda kfa-tests-cuda kfa-gpu-probe kfa-gpu-bench
+ninja -C "$work/build" -j"$jobs" kfa kfa_cuda kfa-tests-cuda kfa-gpu-probe kfa-gpu-bench kfa-feature-bench \
+  kfa-cuda-fwd-check kfa-cuda-bwd-check
+gen="$work/build/backends/cuda/generated"  # the translation units generated from the instance table
+inc=(-I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src" -I"$root/backends" -I"$gen")
 
 lib="$work/build/backends/cuda/libkfa_cuda.a"
 if command -v cuobjdump > /dev/null; then
@@ -43,8 +46,7 @@ if command -v cuobjdump > /dev/null; then
 else
   # No cuobjdump here: the PTX of one forward instantiation must hold the Tensor Core instructions.
   ptx="$work/forward_d128_bf16.ptx"
-  nvcc -std=c++17 -arch=compute_80 -ptx -I"$root/include" -I"$root/backends/cuda/include" \
-    -I"$root/backends/cuda/src" "$work/build/backends/cuda/forward_d128_bf16.cu" -o "$ptx"
+  nvcc -std=c++17 -arch=compute_80 -ptx "${inc[@]}" "$gen/forward_sm80_d128_bf16.cu" -o "$ptx"
   for insn in mma.sync.aligned.m16n8k16 ldmatrix.sync.aligned cp.async.cg.shared.global; do
     n=$(grep -c "$insn" "$ptx" || true)
     echo "cuda_compile_check: PTX has $n x $insn (cuobjdump not installed: SASS not inspected)"
@@ -53,17 +55,16 @@ else
 fi
 
 # The Hopper forward: wgmma, TMA and setmaxnreg in the sm_90a PTX, and no register spills.
-sm90_tu="$work/build/backends/cuda/forward_sm90_d128_bf16.cu"
+sm90_tu="$gen/forward_sm90_d128_bf16.cu"
 if [ -f "$sm90_tu" ]; then
   ptx="$work/forward_sm90_d128_bf16.ptx"
-  inc=(-I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src")
   nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=compute_90a -ptx "${inc[@]}" "$sm90_tu" -o "$ptx"
   for insn in wgmma.mma_async.sync.aligned cp.async.bulk.tensor.4d setmaxnreg; do
     n=$(grep -c "$insn" "$ptx" || true)
     echo "cuda_compile_check: sm_90a PTX has $n x $insn"
     [ "$n" -gt 0 ]
   done
-  for tu in "$work"/build/backends/cuda/forward_sm90_d*_bf16.cu; do
+  for tu in "$gen"/forward_sm90_d*_bf16.cu; do
     report=$(nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xptxas=-v -c "${inc[@]}" \
       "$tu" -o /dev/null 2>&1 | grep -E "spill|registers")
     echo "cuda_compile_check: $(basename "$tu"): $(echo "$report" | tr -s ' \n' ' ')"

@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "forward_config.hpp"
-#include "hopper/forward_sm90_config.hpp"
+#include "sm80/forward_config.hpp"
+#include "sm90/forward_sm90_config.hpp"
 #include "device_fill.cuh"
 #include "kfa/detail/feature_policy.hpp"
 

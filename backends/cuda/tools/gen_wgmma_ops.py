@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes backends/cuda/src/hopper/wgmma_ops.cuh: the wgmma.mma_async instructions the Hopper kernels
+"""Writes backends/cuda/src/arch/wgmma_ops.cuh: the wgmma.mma_async instructions the Hopper kernels
 use, one inline-asm wrapper per (N, element type, A source). PTX names every accumulator register
 separately, so the wrappers are generated rather than written by hand.
-    python3 backends/cuda/tools/gen_wgmma_ops.py > backends/cuda/src/hopper/wgmma_ops.cuh
+    python3 backends/cuda/tools/gen_wgmma_ops.py > backends/cuda/src/arch/wgmma_ops.cuh
 """
 SS_N = [64, 80, 96, 128, 144, 176, 192]   # S = Q K^T: N = keys per tile
 RS_N = [64, 96, 128, 256]            # O += P V: N = head_dim

@@ -4,7 +4,7 @@
 // of the kernels (kFeat = true) use them; the dense kernels compile without any of this.
 #include <cstdint>
 
-#include "../policy/fragment_policy.cuh"
+#include "policy/fragment_policy.cuh"
 #include "kfa/detail/feature_policy.hpp"
 
 namespace kfa::cuda::bwd {

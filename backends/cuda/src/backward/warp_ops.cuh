@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "../ptx.cuh"
+#include "arch/ptx.cuh"
 
 namespace kfa::cuda::bwd {
 

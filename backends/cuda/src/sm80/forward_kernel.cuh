@@ -17,14 +17,14 @@
 #include <cstdint>
 #include <string>
 
-#include "../../common/online_softmax.hpp"
-#include "../../common/tile_scheduler.hpp"
-#include "forward_config.hpp"
+#include "common/online_softmax.hpp"
+#include "common/tile_scheduler.hpp"
+#include "sm80/forward_config.hpp"
 #include "kfa/detail/feature_policy.hpp"
 #include "kfa/error.hpp"
 #include "policy/fragment_policy.cuh"
-#include "ptx.cuh"
-#include "smem_tile.cuh"
+#include "arch/ptx.cuh"
+#include "arch/smem_tile.cuh"
 
 namespace kfa::cuda {
 

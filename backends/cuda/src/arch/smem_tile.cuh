@@ -5,7 +5,7 @@
 // and the XOR stays inside the row (head_dim 96 uses rows of 128 elements).
 #include <cstdint>
 
-#include "ptx.cuh"
+#include "arch/ptx.cuh"
 
 namespace kfa::cuda {
 

@@ -30,18 +30,18 @@
 #include <string>
 #include <type_traits>
 
-#include "../../../common/online_softmax.hpp"
-#include "../../../common/tile_scheduler.hpp"
-#include "../device_attribute.hpp"
-#include "../ptx.cuh"
-#include "../policy/fragment_policy.cuh"
-#include "forward_sm90_config.hpp"
+#include "common/online_softmax.hpp"
+#include "common/tile_scheduler.hpp"
+#include "arch/device_attribute.hpp"
+#include "arch/ptx.cuh"
+#include "policy/fragment_policy.cuh"
+#include "sm90/forward_sm90_config.hpp"
 #include "kfa/detail/feature_policy.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "kfa/error.hpp"
-#include "sm90_ptx.cuh"
-#include "tensor_map.hpp"
-#include "wgmma_ops.cuh"
+#include "arch/sm90_ptx.cuh"
+#include "arch/tensor_map.hpp"
+#include "arch/wgmma_ops.cuh"
 
 namespace kfa::cuda::hopper {
 

@@ -1,6 +1,6 @@
 // The driver's cuTensorMapEncodeTiled, reached through the runtime's entry-point query so that kfa
 // needs no link against libcuda.
-#include "tensor_map.hpp"
+#include "arch/tensor_map.hpp"
 
 #include <cuda_runtime_api.h>
 

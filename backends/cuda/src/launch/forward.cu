@@ -11,14 +11,15 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "../../common/tile_scheduler.hpp"
-#include "device_attribute.hpp"
-#include "forward_config.hpp"
+#include "common/tile_scheduler.hpp"
+#include "arch/device_attribute.hpp"
+#include "sm80/forward_config.hpp"
 #include "kfa/detail/feature_policy.hpp"
 #include "kfa_cuda/launch.hpp"
+#include "kfa_cuda_instances.hpp"
 #ifdef KFA_CUDA_HAS_SM90
-#include "hopper/forward_sm90_config.hpp"
-#include "hopper/tensor_map.hpp"
+#include "sm90/forward_sm90_config.hpp"
+#include "arch/tensor_map.hpp"
 #endif
 
 namespace kfa::cuda {
@@ -30,13 +31,14 @@ bool rows_aligned(const detail::Tensor4& t) {
          t.stride_h % 8 == 0;
 }
 
-/// Shared memory of the kernel for head_dim d (the same for both element types).
+/// Shared memory of the mma.sync kernel for head_dim d (the same for both element types); 0 when no
+/// instance exists for d.
 int smem_bytes(std::int64_t d) {
   switch (d) {
-    case 64: return forward_smem_bytes<64>();
-    case 96: return forward_smem_bytes<96>();
-    case 128: return forward_smem_bytes<128>();
-    case 256: return forward_smem_bytes<256>();
+#define KFA_CASE(D) \
+  case D: return forward_smem_bytes<D>();
+    KFA_CUDA_FORWARD_SM80_DIMS(KFA_CASE)
+#undef KFA_CASE
     default: return 0;
   }
 }
@@ -75,19 +77,21 @@ void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
 #ifdef KFA_CUDA_HAS_SM90
   if (use_sm90(a)) {
     switch (a.shape.head_dim) {
-      case 64: hopper::launch_forward_sm90<64, T>(a, stream); return;
-      case 96: hopper::launch_forward_sm90<96, T>(a, stream); return;
-      case 128: hopper::launch_forward_sm90<128, T>(a, stream); return;
-      case 256: hopper::launch_forward_sm90<256, T>(a, stream); return;
+#define KFA_CASE(D)                                 \
+  case D: hopper::launch_forward_sm90<D, T>(a, stream); \
+    return;
+      KFA_CUDA_FORWARD_SM90_DIMS(KFA_CASE)
+#undef KFA_CASE
       default: break;
     }
   }
 #endif
   switch (a.shape.head_dim) {
-    case 64: launch_forward<64, T>(a, stream); break;
-    case 96: launch_forward<96, T>(a, stream); break;
-    case 128: launch_forward<128, T>(a, stream); break;
-    case 256: launch_forward<256, T>(a, stream); break;
+#define KFA_CASE(D)                      \
+  case D: launch_forward<D, T>(a, stream); \
+    break;
+    KFA_CUDA_FORWARD_SM80_DIMS(KFA_CASE)
+#undef KFA_CASE
     default: break;
   }
 }
