@@ -1,8 +1,11 @@
 #pragma once
-// A [rows x D] tile of 16-bit elements in shared memory, swizzled so that ldmatrix (8 rows of one
-// 16-byte chunk) and cp.async hit 8 different bank groups: chunk c of row r is stored at chunk
+// The one swizzled shared-memory tile of the mma.sync kernels (forward and backward) and its
+// global -> shared loader. A [rows x D] tile of 16-bit elements is swizzled so that ldmatrix (8 rows
+// of one 16-byte chunk) and cp.async hit 8 different bank groups: chunk c of row r is stored at chunk
 // c ^ (r % 8). Rows are padded to a multiple of 64 elements (128 bytes), so every row starts at bank 0
-// and the XOR stays inside the row (head_dim 96 uses rows of 128 elements).
+// and the XOR stays inside the row (head_dim 96 uses rows of 128 elements). The backward's address
+// helpers (tile_addr, swz_addr, tile_elem_addr) and row loader are the same layout spelled by column
+// count, for tiles whose rows are already multiples of 64 elements.
 #include <cstdint>
 
 #include "arch/ptx.cuh"
@@ -44,6 +47,7 @@ __device__ __forceinline__ void load_tile_async(std::uint32_t dst, const T* src,
     // Each thread copies one fixed chunk column of rows r, r + step, ...: the shared offsets differ
     // by constants and the global pointer is bumped, so nothing per row stays live in registers.
     constexpr int step = Threads / Tile::chunks;
+    static_assert(Rows % step == 0, "whole passes of the block's threads");
     const int r = static_cast<int>(threadIdx.x) / Tile::chunks, c = static_cast<int>(threadIdx.x) % Tile::chunks;
     const std::uint32_t d0 = dst + Tile::chunk_offset(r, c);
     const T* p = src + r * ld + c * 8;
@@ -64,6 +68,47 @@ __device__ __forceinline__ void load_tile_async(std::uint32_t dst, const T* src,
       ptx::cp_async_16(dst + Tile::chunk_offset(r, c), p, ok);
     }
   }
+}
+
+// ---- the same tile spelled by its column count COLS (a multiple of 64: no row padding)
+
+/// Byte address of chunk `chunk` of row `row` of the tile at `base`.
+template <int COLS>
+__device__ __forceinline__ std::uint32_t tile_addr(std::uint32_t base, int row, int chunk) {
+  static_assert(COLS % 64 == 0, "swizzle needs at least 8 chunks per row");
+  return base + SwizzledTile<COLS>::chunk_offset(row, chunk);
+}
+
+/// The same address for the ldmatrix patterns, written so the compiler can fold the unrolled loops'
+/// constants into immediates: `row` has its lane part in the low 3 bits (its base is a multiple of
+/// 8), `chunk_even` is even, and `lane_xor` (< 8) = (lane's chunk bit) ^ (row % 8).
+template <int COLS>
+__device__ __forceinline__ std::uint32_t swz_addr(std::uint32_t base, int row, int chunk_even, int lane_xor) {
+  static_assert(COLS % 64 == 0, "swizzle needs at least 8 chunks per row");
+  return base + static_cast<std::uint32_t>(row * SwizzledTile<COLS>::row_bytes + ((chunk_even ^ lane_xor) << 4));
+}
+
+/// Byte address of element (row, col) of the tile (col even: 4-byte aligned).
+template <int COLS>
+__device__ __forceinline__ std::uint32_t tile_elem_addr(std::uint32_t base, int row, int col) {
+  static_assert(COLS % 64 == 0, "swizzle needs at least 8 chunks per row");
+  return base + SwizzledTile<COLS>::elem_offset(row, col);
+}
+
+/// Rows [row0, row0 + ROWS) of a [seq, D] slice (`slice` at row 0, row stride `stride_s` elements)
+/// into the tile; rows at or beyond `rows_valid` are zero-filled (load_tile_async's copy).
+template <class T, int ROWS, int D, int NTHREADS>
+__device__ __forceinline__ void load_rows_async(std::uint32_t tile, const T* slice, std::int64_t stride_s,
+                                                std::int64_t row0, std::int64_t rows_valid) {
+  const std::int64_t left = rows_valid - row0;
+  const int valid = static_cast<int>(left < 0 ? 0 : left > ROWS ? ROWS : left);
+  load_tile_async<D, ROWS, NTHREADS>(tile, valid > 0 ? slice + row0 * stride_s : slice, stride_s, valid);
+}
+
+/// Copies N contiguous floats (N % 4 == 0, src 16-byte aligned) into shared memory.
+template <int N, int NTHREADS>
+__device__ __forceinline__ void load_floats_async(std::uint32_t dst, const float* src) {
+  for (int i = static_cast<int>(threadIdx.x); i < N / 4; i += NTHREADS) ptx::cp_async_16(dst + i * 16, src + i * 4, true);
 }
 
 }  // namespace kfa::cuda

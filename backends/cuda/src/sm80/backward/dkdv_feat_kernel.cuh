@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "dkdv_kernel.cuh"
-#include "features.cuh"
+#include "sm80/backward/dkdv_kernel.cuh"
+#include "sm80/backward/features.cuh"
 #include "kfa/detail/feature_policy.hpp"
 
 namespace kfa::cuda::bwd {

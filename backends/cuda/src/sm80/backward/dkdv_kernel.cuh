@@ -13,9 +13,9 @@
 #include <cstdint>
 
 #include "kfa/detail/tile_rules.hpp"
-#include "params.cuh"
-#include "smem_tile.cuh"
-#include "warp_gemm.cuh"
+#include "sm80/backward/params.cuh"
+#include "arch/smem_tile.cuh"
+#include "arch/warp_gemm.cuh"
 
 namespace kfa::cuda::bwd {
 

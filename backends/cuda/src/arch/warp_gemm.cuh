@@ -7,10 +7,10 @@
 // Row offsets (a_row0, b_row0, k_row0) are multiples of 8 and column offsets multiples of 16.
 #include <cstdint>
 
-#include "smem_tile.cuh"
-#include "warp_ops.cuh"
+#include "arch/smem_tile.cuh"
+#include "arch/warp_ops.cuh"
 
-namespace kfa::cuda::bwd {
+namespace kfa::cuda {
 
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x) & 31; }
 
@@ -190,4 +190,4 @@ __device__ __forceinline__ void zero(float (&acc)[NB][4]) {
     for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
 }
 
-}  // namespace kfa::cuda::bwd
+}  // namespace kfa::cuda

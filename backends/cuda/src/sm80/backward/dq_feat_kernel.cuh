@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "dq_kernel.cuh"
-#include "features.cuh"
+#include "sm80/backward/dq_kernel.cuh"
+#include "sm80/backward/features.cuh"
 #include "kfa/detail/feature_policy.hpp"
 
 namespace kfa::cuda::bwd {

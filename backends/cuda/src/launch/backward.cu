@@ -8,9 +8,10 @@
 #include <cstdint>
 #include <string>
 
-#include "backward/launch_kernels.cuh"
-#include "backward/params.cuh"
-#include "backward/prepost_kernels.cuh"
+#include "kfa_cuda_instances.hpp"
+#include "sm80/backward/launch_kernels.cuh"
+#include "sm80/backward/params.cuh"
+#include "sm80/backward/prepost_kernels.cuh"
 #include "kfa/detail/backward_workspace.hpp"
 #include "kfa/detail/feature_policy.hpp"
 #include "kfa/error.hpp"
@@ -54,8 +55,14 @@ void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, cudaSt
   bwd::preprocess_kernel<T><<<static_cast<unsigned>((pre_warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
                               kWarpsPerBlock * 32, 0, stream>>>(p, !deterministic);
   bwd::check_launch("preprocess kernel");
-  if (s.head_dim == 64) bwd::launch_main_kernels<T, 64>(p, deterministic, feat, stream);
-  else bwd::launch_main_kernels<T, 128>(p, deterministic, feat, stream);
+  switch (s.head_dim) {
+#define KFA_CASE(D)                                                   \
+  case D: bwd::launch_main_kernels<T, D>(p, deterministic, feat, stream); \
+    break;
+    KFA_CUDA_BACKWARD_SM80_DIMS(KFA_CASE)
+#undef KFA_CASE
+    default: break;
+  }
   if (!deterministic) {
     const std::int64_t warps = s.batch * s.heads * s.seqlen_q;
     bwd::dq_convert_kernel<T><<<static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
@@ -69,7 +76,11 @@ void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, cudaSt
 bool supports_backward(const BackwardArgs& a) {
   const Shape& s = a.shape;
   if (a.dtype != DType::bf16 && a.dtype != DType::f16) return false;
-  if (s.head_dim != 64 && s.head_dim != 128) return false;
+  bool dim_ok = false;  // an instance exists for the head_dim (the table in CMakeLists.txt)
+#define KFA_CASE(D) dim_ok = dim_ok || s.head_dim == D;
+  KFA_CUDA_BACKWARD_SM80_DIMS(KFA_CASE)
+#undef KFA_CASE
+  if (!dim_ok) return false;
   // softcap and ALiBi work in raw score units x (weight exp(scale * x)), which needs scale > 0
   if ((a.score.softcap != 0.0f || a.score.alibi_slopes != nullptr) && !(a.score.scale > 0.0)) return false;
   if (!(a.score.softcap >= 0.0f) || !(a.score.dropout_p >= 0.0f && a.score.dropout_p < 1.0f)) return false;

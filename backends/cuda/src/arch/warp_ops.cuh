@@ -11,7 +11,7 @@
 
 #include "arch/ptx.cuh"
 
-namespace kfa::cuda::bwd {
+namespace kfa::cuda {
 
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
@@ -59,4 +59,4 @@ struct ElemOps<__half> {
   }
 };
 
-}  // namespace kfa::cuda::bwd
+}  // namespace kfa::cuda

@@ -6,12 +6,13 @@
 
 #include <string>
 
-#include "dkdv_feat_kernel.cuh"
-#include "dkdv_kernel.cuh"
-#include "dq_feat_kernel.cuh"
-#include "dq_kernel.cuh"
+#include "sm80/backward/dkdv_feat_kernel.cuh"
+#include "sm80/backward/dkdv_kernel.cuh"
+#include "sm80/backward/dq_feat_kernel.cuh"
+#include "sm80/backward/dq_kernel.cuh"
 #include "kfa/error.hpp"
-#include "params.cuh"
+#include "kfa_cuda_instances.hpp"
+#include "sm80/backward/params.cuh"
 
 namespace kfa::cuda::bwd {
 
@@ -74,9 +75,10 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, bool feature
 #define KFA_CUDA_BWD_INSTANTIATE(T, D) \
   template void launch_main_kernels<T, D>(const KernelParams&, bool, bool, cudaStream_t);
 
-KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 64)
-KFA_CUDA_BWD_DECLARE(__nv_bfloat16, 128)
-KFA_CUDA_BWD_DECLARE(__half, 64)
-KFA_CUDA_BWD_DECLARE(__half, 128)
+// One explicit instance per (element type, head_dim) of the instance table, each in its own generated
+// translation unit (src/instances/backward_sm80.cu.in).
+#define KFA_CUDA_BWD_DECLARE_DIM(D) KFA_CUDA_BWD_DECLARE(__nv_bfloat16, D) KFA_CUDA_BWD_DECLARE(__half, D)
+KFA_CUDA_BACKWARD_SM80_DIMS(KFA_CUDA_BWD_DECLARE_DIM)
+#undef KFA_CUDA_BWD_DECLARE_DIM
 
 }  // namespace kfa::cuda::bwd

@@ -6,8 +6,8 @@
 // seqlen_q is the longest sequence's length and the warps past their sequence's end return.
 #include <cstdint>
 
-#include "params.cuh"
-#include "warp_ops.cuh"
+#include "sm80/backward/params.cuh"
+#include "arch/warp_ops.cuh"
 
 namespace kfa::cuda::bwd {
 
