@@ -8,17 +8,9 @@
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-build-cuda}"; shift $(( $# >= 2 ? 2 : $# ))
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p "$out"
-t0=$(date +%s)
-if [ ! -f "$build/build.ninja" ]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
-    -DKFA_KOKKOS_ARCH=HOPPER90 -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_ARCHS="${KFA_CUDA_ARCHS:-90}" \
-    -DKFA_DEPS_DIR="${KFA_DEPS_DIR:-$root/.deps}" "$@" > "$out/configure.log" 2>&1 \
-    || { tail -30 "$out/configure.log"; exit 1; }
-fi
-ninja -C "$build" kfa-tests-cuda kfa-gpu-bench > "$out/build.log" 2>&1 || { grep -B2 -A20 "error" "$out/build.log" | head -60; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+source "$root/perf/gpu/cuda_build.sh"
+kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-gpu-bench -- "$@" || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args
   local name="$1" env="$2"; shift 2

@@ -7,6 +7,7 @@
 #include <catch2/matchers/catch_matchers_string.hpp>
 
 #include "cuda_cases.hpp"
+#include "feature_cases.hpp"
 #include "feature_reference.hpp"
 #include "varlen_harness.hpp"
 
@@ -14,28 +15,6 @@ using namespace kfa::test;
 
 namespace {
 constexpr auto native = kfa::Backend::native;
-
-/// Backend::native (the native kernel must take the case) and the automatic choice.
-kfa::Backend which() { return GENERATE(kfa::Backend::native, kfa::Backend::automatic); }
-
-std::vector<float> slopes(std::int64_t heads) {
-  std::vector<float> s;
-  for (std::int64_t h = 0; h < heads; ++h) s.push_back(0.5f / static_cast<float>(1 << (h % 8)));
-  return s;
-}
-
-/// A block mask with skipped, full and partial blocks (a pseudo-random element pattern inside).
-kfa::BlockMask mixed_mask(std::int64_t sq, std::int64_t sk, std::int64_t bq, std::int64_t bk, std::int64_t heads,
-                          FeatureOptions& x) {
-  auto allowed = [bq, bk](std::int64_t, std::int64_t h, std::int64_t i, std::int64_t j) {
-    const std::int64_t r = (i / bq * 7 + j / bk * 3 + h) % 4;
-    if (r == 0) return false;                        // skipped block
-    if (r == 1) return (i * 5 + j * 3 + h) % 7 != 0;  // partial block
-    return true;                                     // full block
-  };
-  x.allowed = allowed;
-  return kfa::BlockMask::from_element_mask({sq, sk, bq, bk, 1, heads}, allowed);
-}
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("cuda features: softcap and ALiBi, causal and not, GQA", "[cuda][native][features]",
