@@ -4,6 +4,9 @@
 // queries. Both recompute P from the saved LSE and use delta = rowsum(dO * O). As in the forward,
 // each product is oriented so that a score accumulator is the next product's B operand
 // (frag::dkv, frag::dq). Grouped-query heads: the dK/dV workgroup of a K/V head sums over its group.
+// Features as in the forward (feature_tiles.hpp): per-sequence bounds and masks, block-skipped tiles
+// never loaded, element bits on partial tiles, and dropout with Z = keep * keep_scale:
+// dV = (P Z)^T dO, dP = Z (dO V^T), dS = P (dP - D); keys that no query sees get dK = dV = 0.
 #include <hip/hip_runtime.h>
 
 #include <cstdint>
@@ -27,14 +30,18 @@ struct BackwardTiles {
 /// get +inf so that their probabilities are exp2(-inf) = 0.
 __device__ inline float lse_offset(float lse) { return lse == -INFINITY ? INFINITY : lse * common::log2e; }
 
-/// Gradient of one score: returns dL/d(dot) / scale, and sets p to the probability.
+/// Gradient of one score: returns dL/d(dot) / scale, and sets p to the probability as dV uses it
+/// (P Z under dropout). `dp` is (dO V^T) of the element, z its dropout factor (1 without dropout),
+/// `allowed` the block bit (true outside partial tiles).
 __device__ inline float score_gradient(float dot, float dp, float lse_off, float delta, const detail::ScoreMod& mod,
                                        std::int64_t query, std::int64_t key, const detail::Shape& s,
-                                       const detail::ScoreSpec& sc, bool full, float sl2, float& p) {
-  const bool visible = full || detail::key_visible(query, key, s, sc);
+                                       const detail::ScoreSpec& sc, bool window_mask, bool allowed, float z,
+                                       float sl2, float& p) {
+  const bool visible = (!window_mask || detail::key_visible(query, key, s, sc)) && allowed;
   const detail::ModifiedScore m = detail::modify_score(dot, mod, query, key, s, visible);
-  p = visible ? exp2f(m.x * sl2 - lse_off) : 0.0f;
-  return p * (dp - delta) * m.dx_ddot;
+  const float prob = visible ? exp2f(m.x * sl2 - lse_off) : 0.0f;
+  p = prob * z;
+  return prob * (z * dp - delta) * m.dx_ddot;
 }
 
 template <detail::DType DT, int D>
@@ -47,18 +54,21 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
   __shared__ __attribute__((aligned(16))) u16 dot_lds[D * T::ld_t];
   __shared__ float lse_lds[T::rows], delta_lds[T::rows];
 
-  const detail::Shape& s = a.shape;
   const detail::ScoreSpec& sc = a.score;
   const int lane = threadIdx.x % mfma::wave_size, wave = threadIdx.x / mfma::wave_size;
-  const std::int64_t batch = blockIdx.z, head_kv = blockIdx.y, group = s.heads / s.heads_kv;
+  const std::int64_t batch = blockIdx.z, head_kv = blockIdx.y, group = a.shape.heads / a.shape.heads_kv;
+  const features::Sequence seq = features::sequence(a.shape, a.varlen, batch);
+  const detail::Shape& s = seq.shape;
   const std::int64_t k0 = static_cast<std::int64_t>(blockIdx.x) * group_rows;
+  if (k0 >= s.seqlen_k) return;  // the key tile starts past this sequence's end (uniform)
+  const std::int64_t qb = seq.bounds.q_begin, kb = seq.bounds.k_begin;
   const std::int64_t k_end = k0 + group_rows < s.seqlen_k ? k0 + group_rows : s.seqlen_k;
   const std::int64_t wk0 = k0 + wave * wave_rows;
   const std::int64_t wk_end = wk0 + wave_rows < s.seqlen_k ? wk0 + wave_rows : s.seqlen_k;
   const bool wave_active = wk0 < s.seqlen_k;
 
-  const u16* kp = static_cast<const u16*>(a.k.data) + batch * a.k.stride_b + head_kv * a.k.stride_h;
-  const u16* vp = static_cast<const u16*>(a.v.data) + batch * a.v.stride_b + head_kv * a.v.stride_h;
+  const u16* kp = static_cast<const u16*>(a.k.data) + features::offset(a.k, batch, kb, head_kv);
+  const u16* vp = static_cast<const u16*>(a.v.data) + features::offset(a.v, batch, kb, head_kv);
   u16x4 kf[T::k_steps], vf[T::k_steps];  // K^T and V^T as B operands of S and dP
 #pragma unroll
   for (int kk = 0; kk < T::k_steps; ++kk) {
@@ -72,20 +82,25 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
   for (int b = 0; b < T::d_blocks; ++b) dk[b] = dv[b] = zero_acc();
 
   const float sl2 = common::scale_log2(sc.scale);
-  const detail::VisibleRange queries = detail::visible_queries(k0, k_end, s, sc);
+  const detail::DropoutPolicy drop = detail::make_dropout(sc);
+  const detail::QueryTrip qtiles = detail::query_trip(k0, k_end, T::rows, s, sc);
   const detail::VisibleRange wave_queries =
       wave_active ? detail::visible_queries(wk0, wk_end, s, sc) : detail::VisibleRange{0, 0};
 
   for (std::int64_t g = 0; g < group; ++g) {
     const std::int64_t head = head_kv * group + g;
     const detail::ScoreMod mod = detail::make_score_mod(sc, head);
-    const u16* qp = static_cast<const u16*>(a.q.data) + batch * a.q.stride_b + head * a.q.stride_h;
-    const u16* dop = static_cast<const u16*>(a.dout.data) + batch * a.dout.stride_b + head * a.dout.stride_h;
-    const u16* op = static_cast<const u16*>(a.o.data) + batch * a.o.stride_b + head * a.o.stride_h;
-    const float* lsep = static_cast<const float*>(a.lse.data) + batch * a.lse.stride_b + head * a.lse.stride_h;
+    const u16* qp = static_cast<const u16*>(a.q.data) + features::offset(a.q, batch, qb, head);
+    const u16* dop = static_cast<const u16*>(a.dout.data) + features::offset(a.dout, batch, qb, head);
+    const u16* op = static_cast<const u16*>(a.o.data) + features::offset(a.o, batch, qb, head);
+    const float* lsep = static_cast<const float*>(a.lse.data) + features::offset(a.lse, batch, qb, head);
 
-    for (std::int64_t q0 = queries.begin / T::rows * T::rows; q0 < queries.end; q0 += T::rows) {
+    for (std::int64_t qt = qtiles.begin; qt < qtiles.end; ++qt) {
+      const std::int64_t q0 = qt * T::rows;
       const std::int64_t valid = s.seqlen_q - q0;
+      const std::int64_t q_end = q0 + T::rows < s.seqlen_q ? q0 + T::rows : s.seqlen_q;
+      // block mask: a query tile no key of the workgroup needs is never loaded (uniform decision)
+      if (features::tile_kind(sc, batch, head, q0, q_end, k0, k_end) == detail::BlockKind::skipped) continue;
       __syncthreads();
       copy_rows<T::rows, D, T::ld>(q_lds, qp + q0 * a.q.stride_s, a.q.stride_s, valid);
       copy_rows<T::rows, D, T::ld>(do_lds, dop + q0 * a.dout.stride_s, a.dout.stride_s, valid);
@@ -107,8 +122,10 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
       }
       __syncthreads();
       if (wave_queries.begin >= q0 + T::rows || wave_queries.end <= q0) continue;
-      const std::int64_t q_end = q0 + T::rows < s.seqlen_q ? q0 + T::rows : s.seqlen_q;
-      const bool full = detail::tile_fully_visible(q0, q_end, wk0, wk0 + wave_rows, s, sc);
+      const detail::BlockKind kind = features::tile_kind(sc, batch, head, q0, q_end, wk0, wk_end);
+      if (kind == detail::BlockKind::skipped) continue;  // this wave's keys (per wave)
+      const bool window_mask = !detail::tile_fully_visible(q0, q_end, wk0, wk0 + wave_rows, s, sc);
+      const bool bits = kind == detail::BlockKind::partial;
 
       f32x16 st = zero_acc(), dpt = zero_acc();  // S[query][key], dP[query][key]
 #pragma unroll
@@ -120,9 +137,12 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
 #pragma unroll
       for (int r = 0; r < mfma::acc_regs; ++r) {
         const mfma::Coord c = frag::dkv::score(lane, r);  // {query, key}
+        const std::int64_t query = q0 + c.row, key = wk0 + c.col;
+        const bool allowed = !bits || features::block_bit(sc, batch, head, query, key);
+        const float z = drop.on ? features::keep_factor(drop, batch, head, query, key) : 1.0f;
         float p;
-        dpt[r] = score_gradient(st[r], dpt[r], lse_lds[c.row], delta_lds[c.row], mod, q0 + c.row, wk0 + c.col, s, sc,
-                                full, sl2, p);
+        dpt[r] = score_gradient(st[r], dpt[r], lse_lds[c.row], delta_lds[c.row], mod, query, key, s, sc, window_mask,
+                                allowed, z, sl2, p);
         st[r] = p;
       }
       // dV^T += dO^T P and dK^T += Q^T dS, P and dS as B operands 8 queries at a time
@@ -141,8 +161,8 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
 
   const std::int64_t key = wk0 + frag::dkv::key_of_lane(lane);
   if (!wave_active || key >= s.seqlen_k) return;
-  u16* dkp = static_cast<u16*>(a.dk.data) + batch * a.dk.stride_b + head_kv * a.dk.stride_h + key * a.dk.stride_s;
-  u16* dvp = static_cast<u16*>(a.dv.data) + batch * a.dv.stride_b + head_kv * a.dv.stride_h + key * a.dv.stride_s;
+  u16* dkp = static_cast<u16*>(a.dk.data) + features::offset(a.dk, batch, kb + key, head_kv);
+  u16* dvp = static_cast<u16*>(a.dv.data) + features::offset(a.dv, batch, kb + key, head_kv);
   const float scale = static_cast<float>(sc.scale);
 #pragma unroll
   for (int b = 0; b < T::d_blocks; ++b)
@@ -168,20 +188,24 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
   __shared__ __attribute__((aligned(16))) u16 v_lds[T::rows * T::ld];
   __shared__ __attribute__((aligned(16))) u16 kt_lds[D * T::ld_t];
 
-  const detail::Shape& s = a.shape;
   const detail::ScoreSpec& sc = a.score;
   const int lane = threadIdx.x % mfma::wave_size, wave = threadIdx.x / mfma::wave_size;
-  const common::TileCoord tc = common::schedule_tile(blockIdx.x, n_qtiles, s, sc);
-  const std::int64_t q0 = tc.q_tile * group_rows, q_end = q0 + group_rows < s.seqlen_q ? q0 + group_rows : s.seqlen_q;
+  const common::TileCoord tc = common::schedule_tile(blockIdx.x, n_qtiles, a.shape, sc);
+  const features::Sequence seq = features::sequence(a.shape, a.varlen, tc.batch);
+  const detail::Shape& s = seq.shape;
+  const std::int64_t q0 = tc.q_tile * group_rows;
+  if (q0 >= s.seqlen_q) return;  // uniform
+  const std::int64_t q_end = q0 + group_rows < s.seqlen_q ? q0 + group_rows : s.seqlen_q;
+  const std::int64_t qb = seq.bounds.q_begin, kb = seq.bounds.k_begin;
   const std::int64_t wq0 = q0 + wave * wave_rows;
   const std::int64_t wq_end = wq0 + wave_rows < s.seqlen_q ? wq0 + wave_rows : s.seqlen_q;
   const bool wave_active = wq0 < s.seqlen_q;
 
-  const u16* qp = static_cast<const u16*>(a.q.data) + tc.batch * a.q.stride_b + tc.head * a.q.stride_h;
-  const u16* dop = static_cast<const u16*>(a.dout.data) + tc.batch * a.dout.stride_b + tc.head * a.dout.stride_h;
-  const u16* op = static_cast<const u16*>(a.o.data) + tc.batch * a.o.stride_b + tc.head * a.o.stride_h;
-  const u16* kp = static_cast<const u16*>(a.k.data) + tc.batch * a.k.stride_b + tc.head_kv * a.k.stride_h;
-  const u16* vp = static_cast<const u16*>(a.v.data) + tc.batch * a.v.stride_b + tc.head_kv * a.v.stride_h;
+  const u16* qp = static_cast<const u16*>(a.q.data) + features::offset(a.q, tc.batch, qb, tc.head);
+  const u16* dop = static_cast<const u16*>(a.dout.data) + features::offset(a.dout, tc.batch, qb, tc.head);
+  const u16* op = static_cast<const u16*>(a.o.data) + features::offset(a.o, tc.batch, qb, tc.head);
+  const u16* kp = static_cast<const u16*>(a.k.data) + features::offset(a.k, tc.batch, kb, tc.head_kv);
+  const u16* vp = static_cast<const u16*>(a.v.data) + features::offset(a.v, tc.batch, kb, tc.head_kv);
 
   // Q^T and dO^T as B operands; delta of the lane's query from the same slots of dO and O
   const std::int64_t query = wq0 + frag::dq::query_of_lane(lane);
@@ -198,7 +222,7 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
     for (int i = 0; i < 4; ++i) delta += E::to_float(dof[kk][i]) * E::to_float(o4[i]);
   }
   delta = column_sum(delta);  // the partner lane holds the other half of the head dims
-  const float* lsep = static_cast<const float*>(a.lse.data) + tc.batch * a.lse.stride_b + tc.head * a.lse.stride_h;
+  const float* lsep = static_cast<const float*>(a.lse.data) + features::offset(a.lse, tc.batch, qb, tc.head);
   const float lse_off = query_ok ? lse_offset(lsep[query * a.lse.stride_s]) : INFINITY;
 
   f32x16 dq[T::d_blocks];
@@ -206,19 +230,24 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
   for (int b = 0; b < T::d_blocks; ++b) dq[b] = zero_acc();
   const float sl2 = common::scale_log2(sc.scale);
   const detail::ScoreMod mod = detail::make_score_mod(sc, tc.head);
+  const detail::DropoutPolicy drop = detail::make_dropout(sc);
+  const detail::BlockRow brow = features::block_row(sc, tc.batch, tc.head, query);
   const detail::KeyTrip tiles = detail::key_trip(q0, q_end, T::rows, s, sc);
-  const detail::VisibleRange wave_keys =
-      wave_active ? detail::visible_keys(wq0, wq_end, s, sc) : detail::VisibleRange{0, 0};
+  const detail::KeyTrip wave_tiles = wave_active ? detail::key_trip(wq0, wq_end, T::rows, s, sc) : detail::KeyTrip{};
 
-  for (std::int64_t t = tiles.begin; t < tiles.end; ++t) {
+  for (std::int64_t t = detail::next_key_tile(tiles, tiles.begin, T::rows, q0, q_end, tc.batch, tc.head, s, sc);
+       t < tiles.end; t = detail::next_key_tile(tiles, t + 1, T::rows, q0, q_end, tc.batch, tc.head, s, sc)) {
     const std::int64_t k0 = t * T::rows;
     __syncthreads();
     copy_rows<T::rows, D, T::ld>(k_lds, kp + k0 * a.k.stride_s, a.k.stride_s, s.seqlen_k - k0);
     copy_rows<T::rows, D, T::ld>(v_lds, vp + k0 * a.v.stride_s, a.v.stride_s, s.seqlen_k - k0);
     copy_rows_transposed<T::rows, D, T::ld_t>(kt_lds, kp + k0 * a.k.stride_s, a.k.stride_s, s.seqlen_k - k0);
     __syncthreads();
-    if (wave_keys.begin >= k0 + T::rows || wave_keys.end <= k0) continue;
-    const bool full = detail::tile_fully_visible(wq0, wq_end, k0, k0 + T::rows, s, sc);
+    const detail::KeyTileWork work =
+        detail::key_tile_work(wave_tiles, t, T::rows, wq0, wq_end, tc.batch, tc.head, s, sc);
+    if (!work.visit) continue;  // causal / window / block skip (per wave)
+    features::SubtileBytes bytes{};
+    if (drop.on) bytes = features::subtile_bytes(drop, tc.batch, tc.head, query, k0);
 
     f32x16 st = zero_acc(), dpt = zero_acc();  // S^T[key][query], dP^T[key][query]
 #pragma unroll
@@ -229,9 +258,13 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
     }
 #pragma unroll
     for (int r = 0; r < mfma::acc_regs; ++r) {
-      const mfma::Coord c = frag::dq::score(lane, r);  // {key, query}
+      const mfma::Coord c = frag::dq::score(lane, r);  // {key, query}; c.col is the lane's query
+      const std::int64_t key = k0 + c.row;
+      const bool allowed = !work.block_bits || detail::block_allows(sc.blocks, brow, key);
+      const float z = !drop.on ? 1.0f : features::kept(drop, bytes, c.row) ? drop.keep_scale : 0.0f;
       float p;
-      dpt[r] = score_gradient(st[r], dpt[r], lse_off, delta, mod, wq0 + c.col, k0 + c.row, s, sc, full, sl2, p);
+      dpt[r] = score_gradient(st[r], dpt[r], lse_off, delta, mod, query, key, s, sc, work.window_mask, allowed, z,
+                              sl2, p);
     }
     // dQ^T += K^T dS^T, dS^T as B operands 8 keys at a time
 #pragma unroll
@@ -246,7 +279,7 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
   }
 
   if (!wave_active || !query_ok) return;
-  u16* dqp = static_cast<u16*>(a.dq.data) + tc.batch * a.dq.stride_b + tc.head * a.dq.stride_h + query * a.dq.stride_s;
+  u16* dqp = static_cast<u16*>(a.dq.data) + features::offset(a.dq, tc.batch, qb + query, tc.head);
   const float scale = static_cast<float>(sc.scale);
 #pragma unroll
   for (int b = 0; b < T::d_blocks; ++b)

@@ -5,6 +5,10 @@
 // Per 32-key sub-tile a wave computes S^T = K Q^T, so that each lane owns one query's column: the
 // softmax statistics of that query live in the lane (and its column partner, lane ^ 32), and the
 // score accumulator is directly the B operand of O^T += V^T P^T (frag::fwd, mfma::acc_reg_as_b).
+// Features through the shared policy (kfa/detail/feature_policy.hpp, feature_tiles.hpp): packed
+// sequences (the workgroup's sequence bounds and shape; tiles past its length exit), block masks
+// (skipped key tiles are never loaded; partial ones apply the element bits), dropout (the dropped
+// probabilities are zeroed after the row sums, O is scaled by keep_scale at the end, LSE undropped).
 #include <hip/hip_runtime.h>
 
 #include <cstdint>
@@ -13,6 +17,7 @@
 #include "kfa/detail/feature_policy.hpp"
 #include "../../common/tile_scheduler.hpp"
 #include "attention_fragments.hpp"
+#include "feature_tiles.hpp"
 #include "kfa/detail/args.hpp"
 #include "kfa/detail/tile_rules.hpp"
 #include "mfma_fragment.hpp"
@@ -44,19 +49,25 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
   __shared__ __attribute__((aligned(16))) u16 k_lds[T::keys * T::ld_k];
   __shared__ __attribute__((aligned(16))) u16 vt_lds[D * T::ld_vt];
 
-  const detail::Shape& s = a.shape;
   const detail::ScoreSpec& sc = a.score;
   const int lane = threadIdx.x % mfma::wave_size, wave = threadIdx.x / mfma::wave_size;
-  const common::TileCoord tc = common::schedule_tile(blockIdx.x, n_qtiles, s, sc);
-  const std::int64_t q0 = tc.q_tile * group_rows, q_end = q0 + group_rows < s.seqlen_q ? q0 + group_rows : s.seqlen_q;
+  const common::TileCoord tc = common::schedule_tile(blockIdx.x, n_qtiles, a.shape, sc);
+  // the workgroup's sequence: masks align to its lengths, rows and keys are positions within it
+  const features::Sequence seq = features::sequence(a.shape, a.varlen, tc.batch);
+  const detail::Shape& s = seq.shape;
+  const std::int64_t q0 = tc.q_tile * group_rows;
+  if (q0 >= s.seqlen_q) return;  // the tile starts past this sequence's end (uniform: no barrier skipped)
+  const std::int64_t q_end = q0 + group_rows < s.seqlen_q ? q0 + group_rows : s.seqlen_q;
   const std::int64_t wq0 = q0 + wave * wave_rows;
   const std::int64_t wq_end = wq0 + wave_rows < s.seqlen_q ? wq0 + wave_rows : s.seqlen_q;
   const bool wave_active = wq0 < s.seqlen_q;
 
-  const u16* qp = static_cast<const u16*>(a.q.data) + tc.batch * a.q.stride_b + tc.head * a.q.stride_h;
-  const u16* kp = static_cast<const u16*>(a.k.data) + tc.batch * a.k.stride_b + tc.head_kv * a.k.stride_h;
-  const u16* vp = static_cast<const u16*>(a.v.data) + tc.batch * a.v.stride_b + tc.head_kv * a.v.stride_h;
-  u16* op = static_cast<u16*>(a.o.data) + tc.batch * a.o.stride_b + tc.head * a.o.stride_h;
+  // row 0 of the sequence: element (b, r) of a tensor is at data + b * stride_b + (begin + r) * stride_s + h * stride_h
+  const std::int64_t qb = seq.bounds.q_begin, kb = seq.bounds.k_begin;
+  const u16* qp = static_cast<const u16*>(a.q.data) + features::offset(a.q, tc.batch, qb, tc.head);
+  const u16* kp = static_cast<const u16*>(a.k.data) + features::offset(a.k, tc.batch, kb, tc.head_kv);
+  const u16* vp = static_cast<const u16*>(a.v.data) + features::offset(a.v, tc.batch, kb, tc.head_kv);
+  u16* op = static_cast<u16*>(a.o.data) + features::offset(a.o, tc.batch, qb, tc.head);
 
   // Q^T as B operands, for the whole walk
   u16x4 qf[T::k_steps];
@@ -72,19 +83,25 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
   float row_max = -INFINITY, lane_sum = 0.0f;  // this lane's query; the sum covers the lane's keys only
   const float sl2 = common::scale_log2(sc.scale);
   const detail::ScoreMod mod = detail::make_score_mod(sc, tc.head);
+  const detail::DropoutPolicy drop = detail::make_dropout(sc);
+  const std::int64_t lane_query = wq0 + frag::fwd::query_of_lane(lane);
+  const detail::BlockRow brow = features::block_row(sc, tc.batch, tc.head, lane_query);
 
+  // the workgroup's walk (the union of its waves' tiles; block-skipped tiles are never loaded) and
+  // each wave's own: window / causal / block skips and which tiles need element masks
   const detail::KeyTrip tiles = detail::key_trip(q0, q_end, T::keys, s, sc);
-  const detail::VisibleRange wave_keys =
-      wave_active ? detail::visible_keys(wq0, wq_end, s, sc) : detail::VisibleRange{0, 0};
+  const detail::KeyTrip wave_tiles = wave_active ? detail::key_trip(wq0, wq_end, T::keys, s, sc) : detail::KeyTrip{};
 
-  for (std::int64_t t = tiles.begin; t < tiles.end; ++t) {
+  for (std::int64_t t = detail::next_key_tile(tiles, tiles.begin, T::keys, q0, q_end, tc.batch, tc.head, s, sc);
+       t < tiles.end; t = detail::next_key_tile(tiles, t + 1, T::keys, q0, q_end, tc.batch, tc.head, s, sc)) {
     const std::int64_t k0 = t * T::keys;
     __syncthreads();  // the previous tile's LDS reads are done
     copy_rows<T::keys, D, T::ld_k>(k_lds, kp + k0 * a.k.stride_s, a.k.stride_s, s.seqlen_k - k0);
     copy_rows_transposed<T::keys, D, T::ld_vt>(vt_lds, vp + k0 * a.v.stride_s, a.v.stride_s, s.seqlen_k - k0);
     __syncthreads();
-    if (wave_keys.begin >= k0 + T::keys || wave_keys.end <= k0) continue;  // causal/window skip (per wave)
-    const bool full = detail::tile_fully_visible(wq0, wq_end, k0, k0 + T::keys, s, sc);
+    const detail::KeyTileWork work =
+        detail::key_tile_work(wave_tiles, t, T::keys, wq0, wq_end, tc.batch, tc.head, s, sc);
+    if (!work.visit) continue;  // causal / window / block skip (per wave)
 
     f32x16 st[T::subtiles];  // S^T[key][query]
 #pragma unroll
@@ -105,7 +122,8 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
       for (int r = 0; r < mfma::acc_regs; ++r) {
         const mfma::Coord c = frag::fwd::score(lane, r);  // {key, query}
         const std::int64_t key = k0 + n * mfma::tile_n + c.row, query = wq0 + c.col;
-        const bool visible = full || detail::key_visible(query, key, s, sc);
+        const bool visible = (!work.window_mask || detail::key_visible(query, key, s, sc)) &&
+                             (!work.block_bits || detail::block_allows(sc.blocks, brow, key));
         st[n][r] = detail::modify_score(st[n][r], mod, query, key, s, visible).x;
         tile_max = fmaxf(tile_max, st[n][r]);
       }
@@ -125,6 +143,15 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
         st[n][r] = exp2f(st[n][r] * sl2 - offset);
         lane_sum += st[n][r];
       }
+    if (drop.on)  // after the row sums: the dropped probabilities take no part in P V
+#pragma unroll
+      for (int n = 0; n < T::subtiles; ++n) {
+        const features::SubtileBytes bytes =
+            features::subtile_bytes(drop, tc.batch, tc.head, lane_query, k0 + n * mfma::tile_n);
+#pragma unroll
+        for (int r = 0; r < mfma::acc_regs; ++r)
+          if (!features::kept(drop, bytes, frag::fwd::score(lane, r).row)) st[n][r] = 0.0f;
+      }
 
     // O^T += V^T P^T, P^T taken from the score accumulators 8 keys at a time
 #pragma unroll
@@ -142,8 +169,8 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
 
   if (!wave_active) return;
   const float row_sum = column_sum(lane_sum);
-  const float inv = common::inverse_sum(row_sum);
-  const std::int64_t query = wq0 + frag::fwd::query_of_lane(lane);
+  const float inv = common::inverse_sum(row_sum) * drop.keep_scale;  // keep_scale 1 without dropout
+  const std::int64_t query = lane_query;
   if (query >= s.seqlen_q) return;
 #pragma unroll
   for (int b = 0; b < T::d_blocks; ++b)
@@ -157,7 +184,7 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
     }
   if (lane < mfma::column_partner_xor) {
     float* lse = static_cast<float*>(a.lse.data);
-    lse[tc.batch * a.lse.stride_b + tc.head * a.lse.stride_h + query * a.lse.stride_s] =
+    lse[features::offset(a.lse, tc.batch, qb + query, tc.head)] =
         common::row_lse(row_max, row_sum, sc.scale);
   }
 }

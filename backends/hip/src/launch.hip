@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kfa/detail/args.hpp"
+#include "kfa/detail/feature_policy.hpp"
 
 namespace kfa::hip {
 
@@ -26,16 +27,26 @@ bool rows_aligned(const detail::Tensor4& t) {
 bool common_case(detail::DType dt, const detail::Shape& s, const detail::ScoreSpec& sc) {
   if (dt != detail::DType::f16 && dt != detail::DType::bf16) return false;
   if (s.batch < 1 || s.heads < 1 || s.heads_kv < 1 || s.heads % s.heads_kv != 0) return false;
-  if (s.seqlen_q < 1 || s.seqlen_k < 1) return false;
+  if (s.seqlen_q < 1 || s.seqlen_k < 1) return false;  // packed sequences: the longest lengths
   // grids fit the launch limits: 256-thread workgroups, fewer than 2^32 threads per dimension, and
   // the dK/dV grid's y/z dimensions (heads_kv, batch) below 65536
   constexpr std::int64_t max_groups = std::int64_t{1} << 24, rows = 128;
   if (s.batch > 65535 || s.heads_kv > 65535) return false;
   if ((s.seqlen_q + rows - 1) / rows * s.heads * s.batch >= max_groups) return false;
   if ((s.seqlen_k + rows - 1) / rows >= max_groups) return false;
-  // raw-unit softmax bookkeeping (backends/common) needs a positive scale; dropout, block masks and
-  // packed sequences are not implemented here yet (the portable path takes them)
-  return sc.scale > 0.0 && sc.dropout_p == 0.0f && !sc.blocks.enabled();
+  // raw-unit softmax bookkeeping (backends/common) needs a positive scale
+  if (!(sc.scale > 0.0)) return false;
+  if (!(sc.dropout_p >= 0.0f && sc.dropout_p < 1.0f)) return false;
+  // block masks: the dense per-block state table, blocks of 64, 128 or 256 (feature_policy.hpp)
+  if (sc.blocks.enabled() && (sc.blocks.block_state == nullptr || !detail::native_block_sizes(sc.blocks)))
+    return false;
+  return true;
+}
+
+// packed sequences: both offset tables, and the packed tensors' batch strides are 0
+bool varlen_ok(const detail::Varlen& v) {
+  if (!v.enabled()) return true;
+  return v.cu_seqlens_k != nullptr;
 }
 
 }  // namespace
@@ -43,7 +54,7 @@ bool common_case(detail::DType dt, const detail::Shape& s, const detail::ScoreSp
 bool supports_forward(const detail::ForwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (!(d == 32 || d == 64 || d == 96 || d == 128 || d == 256)) return false;
-  return common_case(a.dtype, a.shape, a.score) && !a.varlen.enabled() && rows_aligned(a.q) && rows_aligned(a.k) &&
+  return common_case(a.dtype, a.shape, a.score) && varlen_ok(a.varlen) && rows_aligned(a.q) && rows_aligned(a.k) &&
          rows_aligned(a.v) && rows_aligned(a.o) && a.lse.data != nullptr;
 }
 
@@ -57,7 +68,7 @@ void forward(const detail::ForwardArgs& a, hipStream_t stream) {
 bool supports_backward(const detail::BackwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (!(d == 32 || d == 64 || d == 96 || d == 128)) return false;
-  return common_case(a.dtype, a.shape, a.score) && !a.varlen.enabled() && rows_aligned(a.q) && rows_aligned(a.k) &&
+  return common_case(a.dtype, a.shape, a.score) && varlen_ok(a.varlen) && rows_aligned(a.q) && rows_aligned(a.k) &&
          rows_aligned(a.v) && rows_aligned(a.o) && rows_aligned(a.dout) && rows_aligned(a.dq) && rows_aligned(a.dk) &&
          rows_aligned(a.dv) && a.lse.data != nullptr;
 }

@@ -12,7 +12,9 @@
 namespace kfa::hip {
 
 /// True when the matrix-core forward handles this case: half/bfloat16, head_dim 32/64/96/128/256,
-/// 16-byte aligned rows (strides multiple of 8 elements), scale > 0, no dropout.
+/// 16-byte aligned rows (strides multiple of 8 elements), scale > 0. Takes causal / sliding windows,
+/// softcap, ALiBi, GQA/MQA, dropout, packed sequences (Varlen; the Shape holds the longest lengths,
+/// which must be >= 1) and block masks with the dense block_state table and blocks of 64, 128 or 256.
 bool supports_forward(const detail::ForwardArgs& args);
 /// Writes O and LSE asynchronously on `stream`. Precondition: supports_forward(args).
 void forward(const detail::ForwardArgs& args, hipStream_t stream);
