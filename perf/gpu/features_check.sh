@@ -5,15 +5,18 @@
 # a table of ratios printed last. Logs and JSON lines go to OUT_DIR.
 #   perf/gpu/features_check.sh OUT_DIR [BUILD_DIR]
 # env: KFA_DEPS_DIR (default ./.deps: the dependency tarballs; tools/peer_feature_bench.py beside them),
-#      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), SKIP_BENCH=1, SKIP_PEERS=1,
-#      SUITE_TIMEOUT (default 240 s)
+#      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), FORCED ("mma wgmma": the forward
+#      kernels the suites run once more under, forced), EXTRA_SUITE (another filter, run once),
+#      SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
+#      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER")
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 deps="${KFA_DEPS_DIR:-$root/.deps}"
 mkdir -p "$out"
 source "$root/perf/gpu/cuda_build.sh"
-KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench || exit 1
+KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
+  -- ${TOOLS:+-DKFA_CUDA_TOOLS=ON} || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args
   local name="$1" env="$2"; shift 2
@@ -23,26 +26,50 @@ run_suite() {  # name, env, Catch2 args
 }
 filter="${SUITES:-[features]}"
 run_suite features_auto "KFA_NONE=1" "$filter"
-run_suite features_mma "KFA_CUDA_FORWARD=mma" "$filter~[backward]"
-run_suite features_wgmma "KFA_CUDA_FORWARD=wgmma" "$filter~[backward]"
-[ -n "${EXTRA_SUITE:-}" ] && run_suite extra "KFA_NONE=1" "$EXTRA_SUITE"
-grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log "$out"/extra.log 2>/dev/null | head -60
-[ "${SKIP_BENCH:-0}" = 1 ] && exit 0
+for kernel in ${FORCED-mma wgmma}; do
+  run_suite "features_$kernel" "KFA_CUDA_FORWARD=$kernel" "$filter~[backward]"
+done
+grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log 2>/dev/null | head -40
 
-# The peers' random 128 x 128 block masks (seed 3, diagonal kept), drawn as peer_feature_bench.py draws them.
-python3 - "$out" <<'PY'
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  # The peers' random 128 x 128 block masks (seed 3, diagonal kept), drawn as peer_feature_bench.py draws them.
+  python3 - "$out" <<'PY'
 import sys, numpy as np, torch
 for i, dens in enumerate((1.0, 0.5, 0.25, 0.1)):
     b = torch.rand(64, 64, generator=torch.Generator(device="cuda").manual_seed(3), device="cuda") < dens
     np.save(f"{sys.argv[1]}/mask{i}.npy", (b | torch.eye(64, dtype=torch.bool, device="cuda")).cpu().numpy())
 PY
-masks=$(ls "$out"/mask*.npy | paste -sd,)
-timeout 200 "$build/perf/gpu/kfa-feature-bench" --masks "$masks" > "$out/kfa_features.jsonl" 2> "$out/kfa_features.err"
-echo "kfa feature bench: rc=$?"
-if [ "${SKIP_PEERS:-0}" != 1 ]; then
-  for c in sparse varlen; do
-    timeout 200 python3 "$deps/tools/peer_feature_bench.py" $c >> "$out/peers.jsonl" 2> "$out/peers_$c.err"
-    echo "peer $c: rc=$?"
-  done
+  masks=$(ls "$out"/mask*.npy | paste -sd,)
+  timeout 200 "$build/perf/gpu/kfa-feature-bench" --masks "$masks" > "$out/kfa_features.jsonl" 2> "$out/kfa_features.err"
+  echo "kfa feature bench: rc=$?"
+  rm -f "$out"/mask*.npy
+  if [ "${SKIP_PEERS:-0}" != 1 ]; then
+    for c in sparse varlen; do
+      timeout 200 python3 "$deps/tools/peer_feature_bench.py" $c >> "$out/peers.jsonl" 2> "$out/peers_$c.err"
+      echo "peer $c: rc=$?"
+    done
+  fi
+  python3 "$root/perf/gpu/feature_table.py" "$out/kfa_features.jsonl" "$out/peers.jsonl" | tee "$out/table.txt"
 fi
-python3 "$root/perf/gpu/feature_table.py" "$out/kfa_features.jsonl" "$out/peers.jsonl"
+if [ -n "${EXTRA_SUITE:-}" ]; then
+  run_suite extra "KFA_NONE=1" "$EXTRA_SUITE"
+  grep -h -B3 -A12 -E "FAILED" "$out"/extra.log | head -40
+fi
+if [ "${DENSE:-0}" = 1 ]; then
+  timeout 100 "$build/perf/gpu/kfa-gpu-bench" --paths native --dims ${DENSE_DIMS:-64,128,256} --seqlens 4096,16384 \
+    --causal 0,1 --reps 10 > "$out/kfa_dense.jsonl" 2> "$out/kfa_dense.err"
+  python3 - "$out/kfa_dense.jsonl" <<'PY' | tee -a "$out/table.txt"
+import json, sys
+print("\nkfa dense forward (FA2 paper setup, bf16), TFLOP/s: compare with docs/performance.md")
+for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
+    if r.get("kind") == "fwd":
+        print(f"d{r['d']:<4} causal {r['causal']}  n {r['n']:6}  {r['tflops']:7.1f}")
+PY
+fi
+# compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"
+IFS=';' read -ra checks <<< "${SANITIZE:-}"
+for c in "${checks[@]}"; do
+  tool="${c%%:*}"; f="${c#*:}"
+  timeout "${SANITIZE_TIMEOUT:-60}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$tests" "$f" > "$out/sanitize_$tool.log" 2>&1
+  echo "compute-sanitizer $tool ($f): rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|All tests passed|test cases:" "$out/sanitize_$tool.log" | tr '\n' ' ')"
+done
