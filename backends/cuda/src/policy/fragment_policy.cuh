@@ -103,6 +103,23 @@ __device__ __forceinline__ void dropout_row_words(const detail::DropoutPolicy& d
   }
 }
 
+/// Keep flags (byte >= threshold) of the four columns a Philox word decides, as bits 0..3 in byte order:
+/// detail::dropout_keep_bits by one SIMD byte compare and a multiply gather. threshold4 = threshold *
+/// 0x01010101.
+__device__ __forceinline__ std::uint32_t keep_nibble(std::uint32_t word, std::uint32_t threshold4) {
+  const std::uint32_t ge = __vcmpgeu4(word, threshold4) & 0x01010101u;  // 1 in each kept byte
+  return (ge * 0x10204080u) >> 28;
+}
+
+/// The same answer as 16-bit lane masks for P already packed in pairs: `lo` for the pair of columns
+/// (2t, 2t + 1), `hi` for (2t + 8, 2t + 9) (bytes 0, 1 and 2, 3 of the word); P &= mask drops.
+__device__ __forceinline__ void keep_pair_masks(std::uint32_t word, std::uint32_t threshold4, std::uint32_t& lo,
+                                                std::uint32_t& hi) {
+  const std::uint32_t keep = __vcmpgeu4(word, threshold4);  // 0xff in each kept byte
+  lo = __byte_perm(keep, 0, 0x1100);
+  hi = __byte_perm(keep, 0, 0x3322);
+}
+
 /// Zeroes the dropped probabilities of row `row` of a fragment tile starting at key col0 (NB n8 blocks).
 template <int NB, class Ref>
 __device__ __forceinline__ void dropout_row(Ref&& ref, const detail::DropoutPolicy& d, std::int64_t b, std::int64_t h,
@@ -111,9 +128,10 @@ __device__ __forceinline__ void dropout_row(Ref&& ref, const detail::DropoutPoli
   constexpr int NG = NB / 2;
   std::uint32_t words[NG];
   dropout_row_words<NG>(d, b, h, row, col0, t, words);
+  const std::uint32_t threshold4 = d.threshold * 0x01010101u;
 #pragma unroll
   for (int i = 0; i < NB; ++i) {
-    const std::uint32_t keep = detail::dropout_keep_bits(words[i / 2], d.threshold) >> (2 * (i & 1));
+    const std::uint32_t keep = keep_nibble(words[i / 2], threshold4) >> (2 * (i & 1));
 #pragma unroll
     for (int e = 0; e < 2; ++e)
       if (!((keep >> e) & 1u)) ref(i, e) = 0.0f;

@@ -245,8 +245,8 @@ struct Sm90Mainloop {
 
   /// Featured, after P is packed (the LSE is the undropped softmax's): zeroes the dropped P of key tile
   /// v.tile (dropout acts on P V only). Word t of a 16-column group's Philox block holds the bytes of
-  /// this lane's columns 2t, 2t + 1 (the pair p[kk][h]) and 2t + 8, 2t + 9 (p[kk][2 + h]): one SIMD byte
-  /// compare and two byte permutes give the 16-bit lane masks, one AND per pair applies them.
+  /// this lane's columns 2t, 2t + 1 (the pair p[kk][h]) and 2t + 8, 2t + 9 (p[kk][2 + h]):
+  /// policy::keep_pair_masks gives their 16-bit lane masks, one AND per pair applies them.
   __device__ __forceinline__ void drop(const detail::ForwardArgs& a, const Tile& tile, const Sm90Visit& v, int my_row,
                                        int t) {
     if constexpr (Featured) {
@@ -263,9 +263,10 @@ struct Sm90Mainloop {
 #pragma unroll
             for (int s = 0; s < 4; ++s)
               if (j0 + s < BN / 16) {
-                const std::uint32_t keep = __vcmpgeu4(words[s], thr4);  // 0xff per kept column's byte
-                p[j0 + s][h] &= __byte_perm(keep, 0, 0x1100);
-                p[j0 + s][2 + h] &= __byte_perm(keep, 0, 0x3322);
+                std::uint32_t lo, hi;
+                policy::keep_pair_masks(words[s], thr4, lo, hi);
+                p[j0 + s][h] &= lo;
+                p[j0 + s][2 + h] &= hi;
               }
           }
       }
