@@ -551,7 +551,7 @@ std::vector<Case> cases() {
       Features vl;
       vl.seq_q = {37, 0, 130, 1, 20, 77};
       vl.seq_k = {37, 5, 200, 64, 0, 50};
-      quick = true;
+      quick = causal;
       add("varlen 6 seqs (empty, no keys)" + cs, packed(vl, 2, 1, 64), o, false, 1.0, vl);
       quick = false;
       add("varlen 6 seqs d128 bhsd" + cs, packed(vl, 4, 2, 128), o, true, 1.0, vl);
@@ -559,7 +559,7 @@ std::vector<Case> cases() {
       // 64x64 blocks, random skipped / full / partial (per batch and head), sequence ends inside blocks
       Features bm;
       bm.block = 64;
-      quick = true;
+      quick = true;  // both: without causal the partial tiles need the block bits alone
       add("block mask 64" + cs, {2, 200, 230, 2, 1, 64}, o, false, 1.0, bm);
       quick = false;
       add("block mask 64 d256" + cs, {1, 200, 230, 2, 1, 256}, o, false, 1.0, bm);
@@ -567,7 +567,7 @@ std::vector<Case> cases() {
       add("block mask 128" + cs, {1, 300, 260, 2, 2, 32}, o, false, 1.0, bm);
       Features dr;
       dr.dropout_p = 0.2f;
-      quick = true;
+      quick = causal;
       add("dropout 0.2" + cs, {2, 150, 170, 2, 1, 64}, o, false, 1.0, dr);
       quick = false;
       add("dropout 0.2 d128 h4/1" + cs, {1, 190, 130, 4, 1, 128}, o, false, 1.0, dr);

@@ -31,13 +31,11 @@ struct BackwardTiles {
 __device__ inline float lse_offset(float lse) { return lse == -INFINITY ? INFINITY : lse * common::log2e; }
 
 /// Gradient of one score: returns dL/d(dot) / scale, and sets p to the probability as dV uses it
-/// (P Z under dropout). `dp` is (dO V^T) of the element, z its dropout factor (1 without dropout),
-/// `allowed` the block bit (true outside partial tiles).
+/// (P Z under dropout). `dp` is (dO V^T) of the element, `visible` its mask answer, z its dropout
+/// factor (keep_scale or 0; 1 without dropout).
 __device__ inline float score_gradient(float dot, float dp, float lse_off, float delta, const detail::ScoreMod& mod,
-                                       std::int64_t query, std::int64_t key, const detail::Shape& s,
-                                       const detail::ScoreSpec& sc, bool window_mask, bool allowed, float z,
-                                       float sl2, float& p) {
-  const bool visible = (!window_mask || detail::key_visible(query, key, s, sc)) && allowed;
+                                       std::int64_t query, std::int64_t key, const detail::Shape& s, bool visible,
+                                       float z, float sl2, float& p) {
   const detail::ModifiedScore m = detail::modify_score(dot, mod, query, key, s, visible);
   const float prob = visible ? exp2f(m.x * sl2 - lse_off) : 0.0f;
   p = prob * z;
@@ -134,15 +132,24 @@ __global__ __launch_bounds__(group_threads) void backward_dkdv_kernel(detail::Ba
         st = E::mma(load_operand(q_lds, T::ld, c), kf[kk], st);
         dpt = E::mma(load_operand(do_lds, T::ld, c), vf[kk], dpt);
       }
+      // the lane's 16 scores (one key, 16 queries): element answers and dropout keep bits, one
+      // block-mask row and one Philox block per score
+      const std::uint32_t visible = !(window_mask || bits) ? ~0u : features::lane_bits<mfma::acc_regs>([&](int r) {
+        const mfma::Coord c = frag::dkv::score(lane, r);
+        return detail::element_visible(q0 + c.row, wk0 + c.col, s, sc, features::block_row(sc, batch, head, q0 + c.row));
+      });
+      const std::uint32_t keep = !drop.on ? ~0u : features::lane_bits<mfma::acc_regs>([&](int r) {
+        const mfma::Coord c = frag::dkv::score(lane, r);
+        return features::kept(drop, batch, head, q0 + c.row, wk0 + c.col);
+      });
 #pragma unroll
       for (int r = 0; r < mfma::acc_regs; ++r) {
         const mfma::Coord c = frag::dkv::score(lane, r);  // {query, key}
         const std::int64_t query = q0 + c.row, key = wk0 + c.col;
-        const bool allowed = !bits || features::block_bit(sc, batch, head, query, key);
-        const float z = drop.on ? features::keep_factor(drop, batch, head, query, key) : 1.0f;
+        const float z = (keep >> r) & 1u ? drop.keep_scale : 0.0f;  // keep_scale 1 without dropout
         float p;
-        dpt[r] = score_gradient(st[r], dpt[r], lse_lds[c.row], delta_lds[c.row], mod, query, key, s, sc, window_mask,
-                                allowed, z, sl2, p);
+        dpt[r] = score_gradient(st[r], dpt[r], lse_lds[c.row], delta_lds[c.row], mod, query, key, s,
+                                (visible >> r) & 1u, z, sl2, p);
         st[r] = p;
       }
       // dV^T += dO^T P and dK^T += Q^T dS, P and dS as B operands 8 queries at a time
@@ -235,8 +242,9 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
   const detail::KeyTrip tiles = detail::key_trip(q0, q_end, T::rows, s, sc);
   const detail::KeyTrip wave_tiles = wave_active ? detail::key_trip(wq0, wq_end, T::rows, s, sc) : detail::KeyTrip{};
 
-  for (std::int64_t t = detail::next_key_tile(tiles, tiles.begin, T::rows, q0, q_end, tc.batch, tc.head, s, sc);
-       t < tiles.end; t = detail::next_key_tile(tiles, t + 1, T::rows, q0, q_end, tc.batch, tc.head, s, sc)) {
+  for (std::int64_t t = tiles.begin;; ++t) {
+    t = detail::next_key_tile(tiles, t, T::rows, q0, q_end, tc.batch, tc.head, s, sc);  // the next visited tile
+    if (t >= tiles.end) break;
     const std::int64_t k0 = t * T::rows;
     __syncthreads();
     copy_rows<T::rows, D, T::ld>(k_lds, kp + k0 * a.k.stride_s, a.k.stride_s, s.seqlen_k - k0);
@@ -246,8 +254,11 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
     const detail::KeyTileWork work =
         detail::key_tile_work(wave_tiles, t, T::rows, wq0, wq_end, tc.batch, tc.head, s, sc);
     if (!work.visit) continue;  // causal / window / block skip (per wave)
-    features::SubtileBytes bytes{};
-    if (drop.on) bytes = features::subtile_bytes(drop, tc.batch, tc.head, query, k0);
+    // the lane's 16 scores (one query, 16 keys): element answers and dropout keep bits (bit c: key k0 + c)
+    const std::uint32_t visible = !work.masked() ? ~0u : features::lane_bits<mfma::acc_regs>([&](int r) {
+      return detail::element_visible(query, k0 + frag::dq::score(lane, r).row, s, sc, brow);
+    });
+    const std::uint32_t keep = drop.on ? features::subtile_keep(drop, tc.batch, tc.head, query, k0) : ~0u;
 
     f32x16 st = zero_acc(), dpt = zero_acc();  // S^T[key][query], dP^T[key][query]
 #pragma unroll
@@ -259,12 +270,10 @@ __global__ __launch_bounds__(group_threads) void backward_dq_kernel(detail::Back
 #pragma unroll
     for (int r = 0; r < mfma::acc_regs; ++r) {
       const mfma::Coord c = frag::dq::score(lane, r);  // {key, query}; c.col is the lane's query
-      const std::int64_t key = k0 + c.row;
-      const bool allowed = !work.block_bits || detail::block_allows(sc.blocks, brow, key);
-      const float z = !drop.on ? 1.0f : features::kept(drop, bytes, c.row) ? drop.keep_scale : 0.0f;
+      const float z = (keep >> c.row) & 1u ? drop.keep_scale : 0.0f;
       float p;
-      dpt[r] = score_gradient(st[r], dpt[r], lse_off, delta, mod, query, key, s, sc, work.window_mask, allowed, z,
-                              sl2, p);
+      dpt[r] = score_gradient(st[r], dpt[r], lse_off, delta, mod, query, k0 + c.row, s, (visible >> r) & 1u, z, sl2,
+                              p);
     }
     // dQ^T += K^T dS^T, dS^T as B operands 8 keys at a time
 #pragma unroll

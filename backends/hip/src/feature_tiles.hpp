@@ -6,6 +6,10 @@
 // Nothing here defines a feature: every answer comes from the policy functions; this file only
 // adds the batch base where the policy expects the caller to, and names the kernels' uses.
 // Written for clarity, not speed: the Philox blocks are evaluated per lane as the layout needs them.
+// Element answers (window / block bits, dropout) of a lane's 16 score registers are gathered as a
+// bit mask by lane_bits in a loop that is not unrolled, and the kernels' unrolled register loops
+// test one bit per score: unrolling the tests themselves (block-state loads, Philox rounds) 16-64
+// times per instance would multiply the kernels' code and compile time.
 #include <cstdint>
 
 #include "kfa/detail/args.hpp"
@@ -47,36 +51,34 @@ KFA_HD detail::BlockRow block_row(const detail::ScoreSpec& sc, std::int64_t b, s
   return detail::block_row(sc.blocks, b + sc.batch_base, h, row);
 }
 
-/// Element bit of a partial block: (row, col) of sequence b, head h is computed.
-KFA_HD bool block_bit(const detail::ScoreSpec& sc, std::int64_t b, std::int64_t h, std::int64_t row,
-                      std::int64_t col) {
-  return detail::block_allows(sc.blocks, block_row(sc, b, h, row), col);
+
+/// Bit r (r < N) set when pred(r): the element answers of a lane's N score registers.
+template <int N, class Pred>
+KFA_HD std::uint32_t lane_bits(Pred&& pred) {
+  static_assert(N <= 32, "one 32-bit mask");
+  std::uint32_t m = 0;
+#pragma unroll 1
+  for (int r = 0; r < N; ++r) m |= (pred(r) ? 1u : 0u) << r;
+  return m;
 }
 
-/// Dropout factor Z of element (row, col) of sequence b (dropout coordinates: batch b + batch_base,
-/// row and col within the sequence): keep_scale when kept, 0 when dropped. One Philox block per call.
-KFA_HD float keep_factor(const detail::DropoutPolicy& d, std::int64_t b, std::int64_t h, std::int64_t row,
-                         std::int64_t col) {
-  return detail::dropout_keep(d.key, d.threshold, b + d.batch_base, h, row, col) ? d.keep_scale : 0.0f;
+/// True when dropout keeps element (row, col) of sequence b (dropout coordinates: batch b +
+/// batch_base, row and col within the sequence). One Philox block per call.
+KFA_HD bool kept(const detail::DropoutPolicy& d, std::int64_t b, std::int64_t h, std::int64_t row, std::int64_t col) {
+  return detail::dropout_keep(d.key, d.threshold, b + d.batch_base, h, row, col);
 }
 
-/// The Philox blocks of one row over a 32-key sub-tile starting at col0 (a multiple of 16): the two
-/// 16-column groups. A lane of the forward / dQ score layout holds one query and 16 keys of the
-/// sub-tile, 8 in each group, so it evaluates these two blocks and reads its bytes from them.
-struct SubtileBytes {
-  detail::Philox4 group[2];
-};
-
-KFA_HD SubtileBytes subtile_bytes(const detail::DropoutPolicy& d, std::int64_t b, std::int64_t h, std::int64_t row,
+/// Keep bits of one row over a 32-key sub-tile starting at col0 (a multiple of 16): bit c for key
+/// col0 + c. Two Philox blocks (the sub-tile's 16-column groups): a lane of the forward / dQ score
+/// layout holds one query and 16 keys of the sub-tile, 8 in each group.
+KFA_HD std::uint32_t subtile_keep(const detail::DropoutPolicy& d, std::int64_t b, std::int64_t h, std::int64_t row,
                                   std::int64_t col0) {
-  SubtileBytes r;
-  for (int g = 0; g < 2; ++g) r.group[g] = detail::dropout_words(d.key, b + d.batch_base, h, row, col0 + 16 * g);
-  return r;
-}
-
-/// True when key `c` (0..31) of the sub-tile is kept.
-KFA_HD bool kept(const detail::DropoutPolicy& d, const SubtileBytes& w, int c) {
-  return detail::dropout_byte(w.group[c >> 4], c & 15) >= d.threshold;
+  std::uint32_t m = 0;
+  for (int g = 0; g < 2; ++g) {
+    const detail::Philox4 w = detail::dropout_words(d.key, b + d.batch_base, h, row, col0 + 16 * g);
+    for (int c = 0; c < 16; ++c) m |= (detail::dropout_byte(w, c) >= d.threshold ? 1u : 0u) << (16 * g + c);
+  }
+  return m;
 }
 
 }  // namespace kfa::hip::features

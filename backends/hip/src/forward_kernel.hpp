@@ -117,16 +117,20 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
     // modifiers, mask and this tile's maximum of the lane's query
     float tile_max = -INFINITY;
 #pragma unroll
-    for (int n = 0; n < T::subtiles; ++n)
+    for (int n = 0; n < T::subtiles; ++n) {
+      const std::int64_t n0 = k0 + n * mfma::tile_n;
+      // the element answers (window / sequence end, block bits) of the lane's 16 scores
+      const std::uint32_t visible = !work.masked() ? ~0u : features::lane_bits<mfma::acc_regs>([&](int r) {
+        return detail::element_visible(lane_query, n0 + frag::fwd::score(lane, r).row, s, sc, brow);
+      });
 #pragma unroll
       for (int r = 0; r < mfma::acc_regs; ++r) {
         const mfma::Coord c = frag::fwd::score(lane, r);  // {key, query}
-        const std::int64_t key = k0 + n * mfma::tile_n + c.row, query = wq0 + c.col;
-        const bool visible = (!work.window_mask || detail::key_visible(query, key, s, sc)) &&
-                             (!work.block_bits || detail::block_allows(sc.blocks, brow, key));
-        st[n][r] = detail::modify_score(st[n][r], mod, query, key, s, visible).x;
+        const std::int64_t key = n0 + c.row, query = wq0 + c.col;
+        st[n][r] = detail::modify_score(st[n][r], mod, query, key, s, (visible >> r) & 1u).x;
         tile_max = fmaxf(tile_max, st[n][r]);
       }
+    }
     tile_max = column_max(tile_max);
 
     const float new_max = fmaxf(row_max, tile_max);
@@ -146,11 +150,10 @@ __global__ __launch_bounds__(group_threads) void forward_kernel(detail::ForwardA
     if (drop.on)  // after the row sums: the dropped probabilities take no part in P V
 #pragma unroll
       for (int n = 0; n < T::subtiles; ++n) {
-        const features::SubtileBytes bytes =
-            features::subtile_bytes(drop, tc.batch, tc.head, lane_query, k0 + n * mfma::tile_n);
+        const std::uint32_t keep = features::subtile_keep(drop, tc.batch, tc.head, lane_query, k0 + n * mfma::tile_n);
 #pragma unroll
         for (int r = 0; r < mfma::acc_regs; ++r)
-          if (!features::kept(drop, bytes, frag::fwd::score(lane, r).row)) st[n][r] = 0.0f;
+          if (!((keep >> frag::fwd::score(lane, r).row) & 1u)) st[n][r] = 0.0f;
       }
 
     // O^T += V^T P^T, P^T taken from the score accumulators 8 keys at a time
