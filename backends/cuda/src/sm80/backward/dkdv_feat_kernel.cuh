@@ -47,11 +47,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   constexpr int NT = Cfg::kThreads;
   constexpr int SQ = Cfg::kSQ, KD = Cfg::kKD;
   extern __shared__ __align__(128) unsigned char smem[];
-  const std::uint32_t s_base = smem_u32(smem);
-  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV;
-  const std::uint32_t sP = s_base + Cfg::kOffP, sDS = s_base + Cfg::kOffDS;
-  const float* s_lse = reinterpret_cast<const float*>(smem + Cfg::kOffLse);
-  const float* s_dsum = reinterpret_cast<const float*>(smem + Cfg::kOffDsum);
+  const DkdvSmem<D, BQ, BK> sm(smem);
 
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -139,8 +135,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + qb * p.q.stride_s + step_h * p.q.stride_h;
     const T* go =
         static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + qb * p.dout.stride_s + step_h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, sq);
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0, sq);
+    load_tile_pair<T, BQ, D, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, sq);
   };
   auto step_stats = [&](int step_h, int row) {
     const std::int64_t qb = cst[0];
@@ -148,26 +143,17 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
         static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + step_h * p.lse.stride_h + qb * p.lse.stride_s;
     return row_stats(p, lse, row_map<true>(p, b, step_h, qb), row, cst[1]);
   };
-  // The row statistics of a step travel through registers of the first BQ threads and are stored
-  // to shared memory at the end of the step before.
   const int tid = static_cast<int>(threadIdx.x);
-  auto stash_stats = [&](const RowStats& st, int buf) {
-    if (tid < BQ) {
-      reinterpret_cast<float*>(smem + Cfg::kOffLse)[buf * BQ + tid] = st.lse_log2;
-      reinterpret_cast<float*>(smem + Cfg::kOffDsum)[buf * BQ + tid] = st.dsum;
-    }
-  };
 
   {
     const T* k = static_cast<const T*>(p.k.data) + b * p.k.stride_b + std::int64_t(k_begin) * p.k.stride_s +
                  hk * p.k.stride_h;
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + std::int64_t(k_begin) * p.v.stride_s +
                  hk * p.v.stride_h;
-    load_rows_async<T, BK, D, NT>(sK, k, p.k.stride_s, n0, seqlen_k);
-    load_rows_async<T, BK, D, NT>(sV, v, p.v.stride_s, n0, seqlen_k);
+    load_tile_pair<T, BK, D, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, seqlen_k);
     if (valid) {
       load_step(h, m0, 0);
-      if (tid < BQ) stash_stats(step_stats(h, m0 + tid), 0);
+      if (tid < BQ) sm.stash_stats(step_stats(h, m0 + tid), 0, tid);
     }
     cp_async_commit();
   }
@@ -196,10 +182,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
       load_step(h_next, m_next, buf ^ 1);
       cp_async_commit();
     }
-    const std::uint32_t sQ = s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes;
-    const std::uint32_t sDO = s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes;
-    const float* lse = s_lse + buf * BQ;
-    const float* dsum = s_dsum + buf * BQ;
+    const std::uint32_t sQ = sm.q(buf), sDO = sm.dout(buf);
+    const float* lse = sm.lse(buf);
+    const float* dsum = sm.dsum(buf);
 
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, seq_shape(), p.score);
     // Keys of this warp at or past seqlen_k (zero-filled) must not contribute: local key rows >= kmax.
@@ -215,51 +200,16 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
         allow = block_mask_st(p.score.blocks, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, cst[1], g, t);
       if (p.dropout.on) keep = dropout_keep_st(p.dropout, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, g, t);
       float s[2][SQ / 8][4];
-      zero(s);
-      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
-      // pk: P^T as T pairs, what dS^T uses (times dx/d dot under softcap). What dV takes (P^T, or P^T Z
-      // under dropout) goes to shared memory as it is made. Each is rounded to T once.
-      std::uint32_t pk[2][SQ / 8][2];
-      const bool masked = !full || partial;
+      st_product<T, D, SQ>(s, sm.k(), key_row0, sQ, q_col0);
+      std::uint32_t pk[2][SQ / 8][2];  // P^T as T pairs (times dx/d dot under softcap), what dS^T uses
+      const FragMask fmk{diag, kmax, p.win_lo, p.win_hi, !full || partial};
       const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
       auto p_tile = [&](auto softcap_tag, auto alibi_tag, auto drop_tag) {
         constexpr bool kCap = decltype(softcap_tag)::value, kAlibi = decltype(alibi_tag)::value;
         constexpr bool kDrop = decltype(drop_tag)::value;
         const FeatureMod fm = feature_mod(p.score, h);  // made here: not live across the S^T product
-        std::uint32_t pst[2][SQ / 8][2];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-          for (int j = 0; j < SQ / 8; ++j) {
-            float pv[4], pd[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int col = q_col0 + 8 * j + 2 * t + (e & 1);
-              const int krow = mt * 16 + g + 8 * (e >> 1);
-              const int diff = diag + krow - col;  // key - query - shift
-              float x = s[mt][j][e], dx = 1.0f;
-              if constexpr (kCap) {
-                const float th = policy::fast_tanh(x * fm.softcap_in);
-                x = fm.softcap_out * th;
-                dx = fmaf(-th, th, 1.0f);
-              }
-              if constexpr (kAlibi) x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
-              float v = fast_exp2(fmaf(x, p.scale_log2, -lse[col]));
-              if (masked) {
-                const bool ok = diff >= p.win_lo && diff <= p.win_hi && krow < kmax &&
-                                ((allow >> (mt * 16 + 4 * j + e)) & 1u);
-                if (!ok) v = 0.0f;
-              }
-              pd[e] = kCap ? v * dx : v;
-              pv[e] = !kDrop ? v : (keep >> (mt * 16 + 4 * j + e)) & 1u ? v * ks : 0.0f;
-            }
-#pragma unroll
-            for (int hi = 0; hi < 2; ++hi) {
-              pk[mt][j][hi] = ElemOps<T>::pack(pd[2 * hi], pd[2 * hi + 1]);
-              pst[mt][j][hi] = ElemOps<T>::pack(pv[2 * hi], pv[2 * hi + 1]);
-            }
-          }
-        store_packed_tile<2, SQ / 8, BQ>(sP, key_row0, q_col0, pst);
+        p_tile_st<T, SQ, BQ, kCap, kAlibi, kDrop, true>(pk, s, fm, lse, p.scale_log2, fmk, allow, keep, ks, sm.p(),
+                                                        key_row0, q_col0, g, t);
       };
       // one loop per combination of the modifiers (uniform branches; no per-element tests)
       using Y = std::true_type;
@@ -273,24 +223,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
         else drop ? p_tile(N{}, N{}, Y{}) : p_tile(N{}, N{}, N{});
       }
       float dp[2][SQ / 8][4];
-      zero(dp);
-      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(dp, sV, key_row0, sDO, q_col0);
-      auto ds_tile = [&](auto drop_tag) {
-        constexpr bool kDrop = decltype(drop_tag)::value;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-          for (int j = 0; j < SQ / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
-              const float dpv = !kDrop ? dp[mt][j][e] : (keep >> (mt * 16 + 4 * j + e)) & 1u ? dp[mt][j][e] * ks : 0.0f;
-              dp[mt][j][e] = pv * (dpv - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
-            }
-      };
-      if (p.dropout.on) ds_tile(std::true_type{});
-      else ds_tile(std::false_type{});
-      store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
+      st_product<T, D, SQ>(dp, sm.v(), key_row0, sDO, q_col0);
+      if (p.dropout.on) ds_tile_st<T, SQ, BQ, true>(dp, pk, dsum, keep, ks, sm.ds(), key_row0, q_col0, t);
+      else ds_tile_st<T, SQ, BQ, false>(dp, pk, dsum, keep, ks, sm.ds(), key_row0, q_col0, t);
     }
     __syncthreads();  // P^T and dS^T complete
     // The next step's row statistics: loaded here (fewer live registers than at the top of the
@@ -298,14 +233,12 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
     RowStats next_stats{0.0f, 0.0f};
     if (valid_next && tid < BQ) next_stats = step_stats(h_next, m_next + tid);
 
-    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dv, sP, key_row0, sDO, d_col0);
-    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dk, sDS, key_row0, sQ, d_col0);
+    dkdv_products<T, D, BQ, KD>(dv, dk, sm.p(), sm.ds(), sDO, sQ, key_row0, d_col0);
 
     if constexpr (kAtomicDq) {
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
       float dq[2][Cfg::kDqCols / 8][4];
-      zero(dq);
-      gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
+      dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, wd);
       // accumulator rows in 32 bits (the workspace holds fewer than 2^31 rows)
       const int heads = static_cast<int>(p.shape.heads);
       const bool packed = p.varlen.enabled();
@@ -317,15 +250,10 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
         float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * D + wd * Cfg::kDqCols + 2 * t;
         float* acc_hi = acc + 8 * rstride * D;
         const int sq = cst[1];
-        const bool lo_ok = row < sq, hi_ok = row + 8 < sq;
-#pragma unroll
-        for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
-          if (lo_ok) atomic_add2(acc + 8 * j, dq[mt][j][0], dq[mt][j][1]);
-          if (hi_ok) atomic_add2(acc_hi + 8 * j, dq[mt][j][2], dq[mt][j][3]);
-        }
+        atomic_add_rows(acc, acc_hi, row < sq, row + 8 < sq, dq[mt]);
       }
     }
-    if (valid_next) stash_stats(next_stats, buf ^ 1);  // nobody reads buffer buf ^ 1 this step
+    if (valid_next) sm.stash_stats(next_stats, buf ^ 1, tid);  // nobody reads buffer buf ^ 1 this step
     h = h_next;
     m0 = m_next;
     valid = valid_next;
@@ -338,20 +266,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   const int sk = cst[2];
   T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + kb * p.dk.stride_s + hk * p.dk.stride_h + d_col0 + 2 * t;
   T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + kb * p.dv.stride_s + hk * p.dv.stride_h + d_col0 + 2 * t;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int hi = 0; hi < 2; ++hi) {
-      const int r = n0 + key_row0 + mt * 16 + g + 8 * hi;
-      if (r >= sk) continue;
-#pragma unroll
-      for (int j = 0; j < KD / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(gk + r * p.dk.stride_s + 8 * j) =
-            ElemOps<T>::pack(dk[mt][j][2 * hi] * p.scale, dk[mt][j][2 * hi + 1] * p.scale);
-        *reinterpret_cast<std::uint32_t*>(gv + r * p.dv.stride_s + 8 * j) =
-            ElemOps<T>::pack(dv[mt][j][2 * hi], dv[mt][j][2 * hi + 1]);
-      }
-    }
+  store_dkdv<T, KD>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, sk, dk, dv, p.scale);
 }
 
 }  // namespace kfa::cuda::bwd

@@ -13,79 +13,9 @@
 #include <cstdint>
 
 #include "kfa/detail/tile_rules.hpp"
-#include "sm80/backward/params.cuh"
-#include "arch/smem_tile.cuh"
-#include "arch/warp_gemm.cuh"
+#include "sm80/backward/steps.cuh"
 
 namespace kfa::cuda::bwd {
-
-template <int D, int BQ, int BK>
-struct DkdvConfig {
-  static constexpr int kWarps = 8;
-  static constexpr int kThreads = kWarps * 32;
-  static_assert(BK == 128, "four 32-key warp rows");
-  static constexpr int kQTileBytes = BQ * D * 2;
-  static constexpr int kKTileBytes = BK * D * 2;
-  static constexpr int kPTileBytes = BK * BQ * 2;
-  // layout: K | V | Q[2] | dO[2] | P^T | dS^T | lse[2] | D[2]
-  static constexpr int kOffK = 0;
-  static constexpr int kOffV = kOffK + kKTileBytes;
-  static constexpr int kOffQ = kOffV + kKTileBytes;
-  static constexpr int kOffDO = kOffQ + 2 * kQTileBytes;
-  static constexpr int kOffP = kOffDO + 2 * kQTileBytes;
-  static constexpr int kOffDS = kOffP + kPTileBytes;
-  static constexpr int kOffLse = kOffDS + kPTileBytes;
-  static constexpr int kOffDsum = kOffLse + 2 * BQ * 4;
-  static constexpr int kSmemBytes = kOffDsum + 2 * BQ * 4;
-  static constexpr int kSQ = 32;  // query columns of a warp's S^T tile; BQ / 64 passes cover the tile
-  static constexpr int kKD = D / 2;   // head dims of a warp's dK/dV tile
-  // dQ tile [BQ x D]: BQ/32 warp rows of 32 queries x the rest of the warps over head dims
-  static constexpr int kDqRowWarps = BQ / 32;
-  static constexpr int kDqColWarps = kWarps / kDqRowWarps;
-  static constexpr int kDqCols = D / kDqColWarps;
-  static_assert(kDqCols % 16 == 0 && kSQ % 16 == 0 && kKD % 16 == 0, "warp tile shapes");
-};
-
-/// Adds a pair of neighbouring floats to global memory (one vector atomic where the GPU has it).
-__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
-#else
-  atomicAdd(dst, a);
-  atomicAdd(dst + 1, b);
-#endif
-}
-
-/// Stores an fp32 accumulator tile [16*MT x 8*NB] at (row0, col0) of a swizzled [.][COLS] tile as T.
-template <class T, int MT, int NB, int COLS>
-__device__ __forceinline__ void store_tile(std::uint32_t tile, int row0, int col0, const float (&acc)[MT][NB][4]) {
-  const int l = lane_id(), g = l >> 2, t = l & 3;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-      const int r = row0 + mt * 16 + g, c = col0 + 8 * j + 2 * t;
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r, c)),
-                   "r"(ElemOps<T>::pack(acc[mt][j][0], acc[mt][j][1])));
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r + 8, c)),
-                   "r"(ElemOps<T>::pack(acc[mt][j][2], acc[mt][j][3])));
-    }
-}
-
-/// The same for a tile already packed as T pairs (regs 0: row g, 1: row g + 8).
-template <int MT, int NB, int COLS>
-__device__ __forceinline__ void store_packed_tile(std::uint32_t tile, int row0, int col0,
-                                                  const std::uint32_t (&pk)[MT][NB][2]) {
-  const int l = lane_id(), g = l >> 2, t = l & 3;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-      const int r = row0 + mt * 16 + g, c = col0 + 8 * j + 2 * t;
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r, c)), "r"(pk[mt][j][0]));
-      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile_elem_addr<COLS>(tile, r + 8, c)), "r"(pk[mt][j][1]));
-    }
-}
 
 template <class T, int D, int BQ, int BK, bool kAtomicDq>
 __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kernel(const __grid_constant__ KernelParams p) {
@@ -93,11 +23,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   constexpr int NT = Cfg::kThreads;
   constexpr int SQ = Cfg::kSQ, KD = Cfg::kKD;
   extern __shared__ __align__(128) unsigned char smem[];
-  const std::uint32_t s_base = smem_u32(smem);
-  const std::uint32_t sK = s_base + Cfg::kOffK, sV = s_base + Cfg::kOffV;
-  const std::uint32_t sP = s_base + Cfg::kOffP, sDS = s_base + Cfg::kOffDS;
-  const float* s_lse = reinterpret_cast<const float*>(smem + Cfg::kOffLse);
-  const float* s_dsum = reinterpret_cast<const float*>(smem + Cfg::kOffDsum);
+  const DkdvSmem<D, BQ, BK> sm(smem);
 
   const auto& shape = p.shape;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
@@ -123,28 +49,17 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   auto load_step = [&](std::int64_t step_h, std::int64_t step_m0, int buf) {
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + step_h * p.q.stride_h;
     const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + step_h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes, q, p.q.stride_s, step_m0, shape.seqlen_q);
-    load_rows_async<T, BQ, D, NT>(s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes, go, p.dout.stride_s, step_m0,
-                                  shape.seqlen_q);
+    load_tile_pair<T, BQ, D, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, shape.seqlen_q);
   };
-  // The row statistics of a step travel through registers of the first BQ threads and are stored
-  // to shared memory at the end of the step before.
   const int tid = static_cast<int>(threadIdx.x);
-  auto stash_stats = [&](const RowStats& st, int buf) {
-    if (tid < BQ) {
-      reinterpret_cast<float*>(smem + Cfg::kOffLse)[buf * BQ + tid] = st.lse_log2;
-      reinterpret_cast<float*>(smem + Cfg::kOffDsum)[buf * BQ + tid] = st.dsum;
-    }
-  };
 
   {
     const T* k = static_cast<const T*>(p.k.data) + b * p.k.stride_b + hk * p.k.stride_h;
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + hk * p.v.stride_h;
-    load_rows_async<T, BK, D, NT>(sK, k, p.k.stride_s, n0, shape.seqlen_k);
-    load_rows_async<T, BK, D, NT>(sV, v, p.v.stride_s, n0, shape.seqlen_k);
+    load_tile_pair<T, BK, D, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, shape.seqlen_k);
     if (steps > 0) {
       load_step(h, m0, 0);
-      if (tid < BQ) stash_stats(row_stats(p, b, h, m0 + tid), 0);
+      if (tid < BQ) sm.stash_stats(row_stats(p, b, h, m0 + tid), 0, tid);
     }
     cp_async_commit();
   }
@@ -166,10 +81,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
       load_step(h_next, m_next, buf ^ 1);
       cp_async_commit();
     }
-    const std::uint32_t sQ = s_base + Cfg::kOffQ + buf * Cfg::kQTileBytes;
-    const std::uint32_t sDO = s_base + Cfg::kOffDO + buf * Cfg::kQTileBytes;
-    const float* lse = s_lse + buf * BQ;
-    const float* dsum = s_dsum + buf * BQ;
+    const std::uint32_t sQ = sm.q(buf), sDO = sm.dout(buf);
+    const float* lse = sm.lse(buf);
+    const float* dsum = sm.dsum(buf);
 
     const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, n0, n0 + BK, shape, p.score);
     const int diag = clamp_diag(n0 + key_row0 - m0 - shift);  // (key - query - shift) at local (0, 0)
@@ -177,8 +91,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     for (int pass = 0; pass < BQ / 64; ++pass) {
       const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
       float s[2][SQ / 8][4];
-      zero(s);
-      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(s, sK, key_row0, sQ, q_col0);
+      st_product<T, D, SQ>(s, sm.k(), key_row0, sQ, q_col0);
       // P^T; element (key row, query col). Padded query rows have lse +inf and come out 0 unmasked.
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
@@ -205,20 +118,10 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
           pk[mt][j][0] = ElemOps<T>::pack(s[mt][j][0], s[mt][j][1]);
           pk[mt][j][1] = ElemOps<T>::pack(s[mt][j][2], s[mt][j][3]);
         }
-      store_packed_tile<2, SQ / 8, BQ>(sP, key_row0, q_col0, pk);
+      store_packed_tile<2, SQ / 8, BQ>(sm.p(), key_row0, q_col0, pk);
       float dp[2][SQ / 8][4];
-      zero(dp);
-      gemm_abt_mt<T, 2, SQ / 8, D / 16, D, D>(dp, sV, key_row0, sDO, q_col0);
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int j = 0; j < SQ / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float pv = ElemOps<T>::unpack(pk[mt][j][e >> 1], e & 1);
-            dp[mt][j][e] = pv * (dp[mt][j][e] - dsum[q_col0 + 8 * j + 2 * t + (e & 1)]);
-          }
-      store_tile<T, 2, SQ / 8, BQ>(sDS, key_row0, q_col0, dp);
+      st_product<T, D, SQ>(dp, sm.v(), key_row0, sDO, q_col0);
+      ds_tile_st<T, SQ, BQ, false>(dp, pk, dsum, ~0u, 1.0f, sm.ds(), key_row0, q_col0, t);
     }
     __syncthreads();  // P^T and dS^T complete
     // The next step's row statistics: loaded here (fewer live registers than at the top of the
@@ -226,27 +129,20 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     RowStats next_stats{0.0f, 0.0f};
     if (it + 1 < steps && tid < BQ) next_stats = row_stats(p, b, h_next, m_next + tid);
 
-    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dv, sP, key_row0, sDO, d_col0);
-    gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dk, sDS, key_row0, sQ, d_col0);
+    dkdv_products<T, D, BQ, KD>(dv, dk, sm.p(), sm.ds(), sDO, sQ, key_row0, d_col0);
 
     if constexpr (kAtomicDq) {
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
       float dq[2][Cfg::kDqCols / 8][4];
-      zero(dq);
-      gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
+      dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, wd);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
         float* acc = p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols + 2 * t;
-        const bool lo_ok = row < shape.seqlen_q, hi_ok = row + 8 < shape.seqlen_q;
-#pragma unroll
-        for (int j = 0; j < Cfg::kDqCols / 8; ++j) {
-          if (lo_ok) atomic_add2(acc + 8 * j, dq[mt][j][0], dq[mt][j][1]);
-          if (hi_ok) atomic_add2(acc + 8 * D + 8 * j, dq[mt][j][2], dq[mt][j][3]);
-        }
+        atomic_add_rows(acc, acc + 8 * D, row < shape.seqlen_q, row + 8 < shape.seqlen_q, dq[mt]);
       }
     }
-    if (it + 1 < steps) stash_stats(next_stats, buf ^ 1);  // nobody reads buffer buf ^ 1 this step
+    if (it + 1 < steps) sm.stash_stats(next_stats, buf ^ 1, tid);  // nobody reads buffer buf ^ 1 this step
     h = h_next;
     m0 = m_next;
   }
@@ -255,20 +151,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   // Epilogue: dK = scale * dS^T Q, dV as accumulated; rows past seqlen_k are not written.
   T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + hk * p.dk.stride_h + d_col0 + 2 * t;
   T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + hk * p.dv.stride_h + d_col0 + 2 * t;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int hi = 0; hi < 2; ++hi) {
-      const std::int64_t r = n0 + key_row0 + mt * 16 + g + 8 * hi;
-      if (r >= shape.seqlen_k) continue;
-#pragma unroll
-      for (int j = 0; j < KD / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(gk + r * p.dk.stride_s + 8 * j) =
-            ElemOps<T>::pack(dk[mt][j][2 * hi] * p.scale, dk[mt][j][2 * hi + 1] * p.scale);
-        *reinterpret_cast<std::uint32_t*>(gv + r * p.dv.stride_s + 8 * j) =
-            ElemOps<T>::pack(dv[mt][j][2 * hi], dv[mt][j][2 * hi + 1]);
-      }
-    }
+  store_dkdv<T, KD>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, shape.seqlen_k, dk, dv, p.scale);
 }
 
 }  // namespace kfa::cuda::bwd

@@ -39,10 +39,7 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
   using Cfg = DqConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
-  const std::uint32_t s_base = smem_u32(smem);
-  const std::uint32_t sQ = s_base + Cfg::kOffQ, sDO = s_base + Cfg::kOffDO;
-  const float* s_lse = reinterpret_cast<const float*>(smem + Cfg::kOffLse);
-  const float* s_dsum = reinterpret_cast<const float*>(smem + Cfg::kOffDsum);
+  const DqSmem<D, BQ, BK> sm(smem);
 
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -64,24 +61,19 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
   const T* vbase = static_cast<const T*>(p.v.data) + b * p.v.stride_b + sb.k_begin * p.v.stride_s + hk * p.v.stride_h;
   auto load_kv = [&](std::int64_t kt, int buf) {
     const std::int64_t n0 = kt * BK;
-    load_rows_async<T, BK, D, NT>(s_base + Cfg::kOffK + buf * Cfg::kKTileBytes, kbase, p.k.stride_s, n0,
-                                  shape.seqlen_k);
-    load_rows_async<T, BK, D, NT>(s_base + Cfg::kOffV + buf * Cfg::kKTileBytes, vbase, p.v.stride_s, n0,
-                                  shape.seqlen_k);
+    load_tile_pair<T, BK, D, NT>(sm.k(buf), kbase, p.k.stride_s, sm.v(buf), vbase, p.v.stride_s, n0, shape.seqlen_k);
   };
   {
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + sb.q_begin * p.q.stride_s + h * p.q.stride_h;
     const T* go =
         static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + sb.q_begin * p.dout.stride_s + h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(sQ, q, p.q.stride_s, m0, shape.seqlen_q);
-    load_rows_async<T, BQ, D, NT>(sDO, go, p.dout.stride_s, m0, shape.seqlen_q);
+    load_tile_pair<T, BQ, D, NT>(sm.q(), q, p.q.stride_s, sm.dout(), go, p.dout.stride_s, m0, shape.seqlen_q);
     const int tid = static_cast<int>(threadIdx.x);
     if (tid < BQ) {  // ordered before their use by the first step's barrier
       const float* lse_bh = static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + h * p.lse.stride_h +
                             sb.q_begin * p.lse.stride_s;
       const RowStats st = row_stats(p, lse_bh, row_map<true>(p, b, h, sb.q_begin), m0 + tid, shape.seqlen_q);
-      reinterpret_cast<float*>(smem + Cfg::kOffLse)[tid] = st.lse_log2;
-      reinterpret_cast<float*>(smem + Cfg::kOffDsum)[tid] = st.dsum;
+      sm.stage_stats(st, tid);
     }
     if (first < last) load_kv(first, 0);
     cp_async_commit();
@@ -99,20 +91,14 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
     const int buf = static_cast<int>(it & 1);
     cp_async_wait<0>();
     __syncthreads();
-    if (it == 0) {
-      lse_r[0] = s_lse[row0 + g];
-      lse_r[1] = s_lse[row0 + g + 8];
-      dsum_r[0] = s_dsum[row0 + g];
-      dsum_r[1] = s_dsum[row0 + g + 8];
-    }
+    if (it == 0) sm.read_stats(lse_r, dsum_r, row0 + g);
     const std::int64_t kt_next = kfa::detail::next_key_tile(trip, kt + 1, BK, m0, m_end, b, h, shape, p.score);
     if (kt_next < last) {
       load_kv(kt_next, buf ^ 1);
       cp_async_commit();
     }
     const std::int64_t n0 = kt * BK;
-    const std::uint32_t sK = s_base + Cfg::kOffK + buf * Cfg::kKTileBytes;
-    const std::uint32_t sV = s_base + Cfg::kOffV + buf * Cfg::kKTileBytes;
+    const std::uint32_t sK = sm.k(buf), sV = sm.v(buf);
 
     const kfa::detail::KeyTileWork w = kfa::detail::key_tile_work(trip, kt, BK, m0, m_end, b, h, shape, p.score);
     const bool bits = w.block_bits;
@@ -125,65 +111,25 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
 #pragma unroll
     for (int c0 = 0; c0 < BK; c0 += KC) {
       float s[KC / 8][4];
-      zero(s);
-      gemm_abt<T, KC / 8, D / 16, D>(s, sQ, row0, sK, c0);
+      s_product<T, D, KC>(s, sm.q(), row0, sK, c0);
       // P (times dx/d dot under softcap: P only feeds dS here), one loop per combination of the
       // modifiers (uniform branches, no per-element tests)
-      const bool masked = w.window_mask || bits;
-      auto p_chunk = [&](auto softcap_tag, auto alibi_tag) {
-        constexpr bool kCap = decltype(softcap_tag)::value, kAlibi = decltype(alibi_tag)::value;
-#pragma unroll
-        for (int j = 0; j < KC / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = c0 + 8 * j + 2 * t + (e & 1);
-            const int diff = diag + col - (g + 8 * (e >> 1));
-            float x = s[j][e], dx = 1.0f;
-            if constexpr (kCap) {
-              const float th = policy::fast_tanh(x * fm.softcap_in);
-              x = fm.softcap_out * th;
-              dx = fmaf(-th, th, 1.0f);
-            }
-            if constexpr (kAlibi) x = fmaf(fm.alibi_k, static_cast<float>(abs(diff)), x);
-            float pv = fast_exp2(fmaf(x, p.scale_log2, -lse_r[e >> 1]));
-            if constexpr (kCap) pv *= dx;
-            if (masked) {
-              const int jt = c0 / 8 + j;  // n8 block within the tile
-              const bool ok = diff >= p.win_lo && diff <= p.win_hi && col < kmax &&
-                              ((allow >> (16 * (e >> 1) + 2 * jt + (e & 1))) & 1u);
-              if (!ok) pv = 0.0f;
-            }
-            s[j][e] = pv;
-          }
-      };
+      const FragMask fmk{diag, kmax, p.win_lo, p.win_hi, w.window_mask || bits};
       {
         using Y = std::true_type;
         using N = std::false_type;
-        if (fm.softcap) fm.alibi ? p_chunk(Y{}, Y{}) : p_chunk(Y{}, N{});
-        else fm.alibi ? p_chunk(N{}, Y{}) : p_chunk(N{}, N{});
+        auto p_c = [&](auto softcap_tag, auto alibi_tag) {
+          p_chunk<KC, decltype(softcap_tag)::value, decltype(alibi_tag)::value, true>(s, fm, lse_r, p.scale_log2, fmk,
+                                                                                   allow, c0, g, t);
+        };
+        if (fm.softcap) fm.alibi ? p_c(Y{}, Y{}) : p_c(Y{}, N{});
+        else fm.alibi ? p_c(N{}, Y{}) : p_c(N{}, N{});
       }
       float dp[KC / 8][4];
-      zero(dp);
-      gemm_abt<T, KC / 8, D / 16, D>(dp, sDO, row0, sV, c0);
-      if (p.dropout.on) {
-        const float ks = p.dropout.keep_scale;
-#pragma unroll
-        for (int j = 0; j < KC / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int jt = c0 / 8 + j;
-            const bool kept = (keep >> (16 * (e >> 1) + 4 * (jt >> 1) + 2 * (jt & 1) + (e & 1))) & 1u;
-            dp[j][e] = s[j][e] * ((kept ? dp[j][e] * ks : 0.0f) - dsum_r[e >> 1]);
-          }
-      } else {
-#pragma unroll
-        for (int j = 0; j < KC / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - dsum_r[e >> 1]);
-      }
-      std::uint32_t dsa[KC / 16][4];
-      acc_to_a<T, KC / 8>(dsa, dp);
-      gemm_rab<T, D / 8, KC / 16, D>(dq, dsa, sK, c0, 0);
+      s_product<T, D, KC>(dp, sm.dout(), row0, sV, c0);
+      if (p.dropout.on) ds_chunk<KC, true>(dp, s, dsum_r, keep, p.dropout.keep_scale, c0);
+      else ds_chunk<KC, false>(dp, s, dsum_r, keep, 1.0f, c0);
+      dq_chunk_product<T, D, KC>(dq, dp, sK, c0);
     }
     kt = kt_next;
   }
@@ -191,15 +137,7 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
   // dQ = scale * dS K, written straight to the output; padded rows are skipped.
   T* out = static_cast<T*>(p.dq.data) + b * p.dq.stride_b + sb.q_begin * p.dq.stride_s + h * p.dq.stride_h + 2 * t;
-#pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const std::int64_t r = m0 + row0 + g + 8 * hi;
-    if (r >= shape.seqlen_q) continue;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-      *reinterpret_cast<std::uint32_t*>(out + r * p.dq.stride_s + 8 * j) =
-          ElemOps<T>::pack(dq[j][2 * hi] * p.scale, dq[j][2 * hi + 1] * p.scale);
-  }
+  store_dq<T, D>(out, p.dq.stride_s, m0 + row0 + g, shape.seqlen_q, dq, p.scale);
 }
 
 }  // namespace kfa::cuda::bwd

@@ -6,27 +6,9 @@
 #include <cstdint>
 
 #include "kfa/detail/tile_rules.hpp"
-#include "sm80/backward/params.cuh"
-#include "arch/smem_tile.cuh"
-#include "arch/warp_gemm.cuh"
+#include "sm80/backward/steps.cuh"  // DqConfig
 
 namespace kfa::cuda::bwd {
-
-template <int D, int BQ, int BK>
-struct DqConfig {
-  static constexpr int kWarps = BQ / 16;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kQTileBytes = BQ * D * 2;
-  static constexpr int kKTileBytes = BK * D * 2;
-  // layout: Q | dO | K[2] | V[2] | lse | D
-  static constexpr int kOffQ = 0;
-  static constexpr int kOffDO = kOffQ + kQTileBytes;
-  static constexpr int kOffK = kOffDO + kQTileBytes;
-  static constexpr int kOffV = kOffK + 2 * kKTileBytes;
-  static constexpr int kOffLse = kOffV + 2 * kKTileBytes;
-  static constexpr int kOffDsum = kOffLse + BQ * 4;
-  static constexpr int kSmemBytes = kOffDsum + BQ * 4;
-};
 
 template <class T, int D, int BQ, int BK, int KC>
 __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const __grid_constant__ KernelParams p) {
