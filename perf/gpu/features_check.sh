@@ -18,11 +18,22 @@ source "$root/perf/gpu/cuda_build.sh"
 KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
   -- ${TOOLS:+-DKFA_CUDA_TOOLS=ON} || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
-run_suite() {  # name, env, Catch2 args
+run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 host references dominate)
   local name="$1" env="$2"; shift 2
-  local t=$(date +%s)
-  env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand > "$out/$name.log" 2>&1
-  echo "$name: rc=$? $(grep -E "All tests passed|test cases:" "$out/$name.log" | tail -1) ($(( $(date +%s) - t )) s)"
+  local t=$(date +%s) n="${SHARDS:-8}" pids=() i
+  for (( i = 0; i < n; ++i )); do
+    env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand --shard-count "$n" --shard-index "$i" \
+      > "$out/$name.$i.log" 2>&1 &
+    pids+=($!)
+  done
+  local rc=0
+  for i in "${pids[@]}"; do wait "$i" || rc=$?; done
+  cat "$out/$name".*.log > "$out/$name.log" && rm -f "$out/$name".*.log
+  local passed failed sums
+  passed=$(grep -c "All tests passed" "$out/$name.log")
+  failed=$(grep -hE "^test cases:" "$out/$name.log" | tr -s ' ' | tr '\n' ';')
+  sums=$(grep -hoE "[0-9]+ assertions in [0-9]+ test cases" "$out/$name.log" | awk '{a += $1; c += $4} END {print a " assertions / " c " cases"}')
+  echo "$name: rc=$rc; shards all passed: $passed of $n ($sums); other shards: ${failed:-none} ($(( $(date +%s) - t )) s)"
 }
 filter="${SUITES:-[features]}"
 run_suite features_auto "KFA_NONE=1" "$filter"

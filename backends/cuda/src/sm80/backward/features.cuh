@@ -31,13 +31,6 @@ __device__ __forceinline__ FeatureMod feature_mod(const kfa::detail::ScoreSpec& 
   return f;
 }
 
-/// Keep flags (byte >= threshold) of the four bytes of a Philox word, as bits 0..3 (byte order): the
-/// same answer as kfa::detail::dropout_keep_bits, by one SIMD compare and a multiply gather.
-__device__ __forceinline__ std::uint32_t keep_nibble(std::uint32_t word, std::uint32_t threshold4) {
-  const std::uint32_t ge = __vcmpgeu4(word, threshold4) & 0x01010101u;  // 1 in each byte kept
-  return (ge * 0x10204080u) >> 28;
-}
-
 /// Dropout keep bits of a dK/dV warp's S^T fragment (keys in rows, queries in columns):
 /// keys key0 + [0, 32) (two 16-key groups: m-tiles mt = 0, 1), queries q0 + [0, 32) (n-blocks j = 0..3).
 /// Bit mt * 16 + 4 j + e is the keep flag of fragment element [mt][j][e] (rows g, g + 8; columns 2t, 2t+1).
@@ -54,7 +47,7 @@ __device__ __forceinline__ std::uint32_t dropout_keep_st(const kfa::detail::Drop
   for (int s = 0; s < 2; ++s) {
     const kfa::detail::Philox4 w = kfa::detail::dropout_words(d.key, batch, h, my_q, key0 + 16 * s);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) mine |= keep_nibble(w.w[k], thr4) << (16 * s + 4 * k);
+    for (int k = 0; k < 4; ++k) mine |= policy::keep_nibble(w.w[k], thr4) << (16 * s + 4 * k);
   }
   // This lane's keys g and g + 8 of a group are bytes (g & 1) and (g & 1) + 2 of word g / 2.
   const int sh = 4 * (g >> 1) + (g & 1);
@@ -86,7 +79,7 @@ __device__ __forceinline__ std::uint32_t dropout_keep_s(const kfa::detail::Dropo
     std::uint32_t words[NG];
     policy::dropout_row_words<NG>(d, b, h, row_g + 8 * hi, col0, t, words);
 #pragma unroll
-    for (int G = 0; G < NG; ++G) keep |= keep_nibble(words[G], thr4) << (16 * hi + 4 * G);
+    for (int G = 0; G < NG; ++G) keep |= policy::keep_nibble(words[G], thr4) << (16 * hi + 4 * G);
   }
   return keep;
 }
