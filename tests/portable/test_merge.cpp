@@ -354,7 +354,10 @@ TEMPLATE_LIST_TEST_CASE("merge: large-magnitude LSEs do not overflow", "[merge]"
   State<S, T> out(B, Sq, H, D, true);
   out.poison();
   S space;
-  kfa::merge_attention_states(space, parts.o, parts.lse, out.o, out.lse);
+  // inputs as const Views
+  const Kokkos::View<const T*****, Kokkos::LayoutStride, typename S::memory_space> o_parts = parts.o;
+  const Kokkos::View<const kfa::lse_type<T>****, Kokkos::LayoutStride, typename S::memory_space> lse_parts = parts.lse;
+  kfa::merge_attention_states(space, o_parts, lse_parts, out.o, out.lse);
   space.fence();
   INFO(type_name<T>() << " parts " << P << " head_dim " << D);
   check_against_reference_merge<T>(download(out.o), download(out.lse), ref_o, ref_lse);
