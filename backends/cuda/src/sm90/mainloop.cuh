@@ -165,8 +165,12 @@ struct Sm90Mainloop {
     fence_registers(acc_o);
   }
 
-  /// The slot is free again for the producer (one arrival per warp).
+  /// The slot is free again for the producer (one arrival per warp). Featured: the warp's lanes
+  /// synchronize first, so that lane 0's arrival (release) orders every lane's read of the slot's walk
+  /// word (visit) before the producer rewrites it (compute-sanitizer racecheck reported the producer's
+  /// write against visit's read without it). The dense kernel reads the slot through wgmma only.
   __device__ __forceinline__ static void release(const Sm90Barriers<D>& bar, const Ring& st, int lane) {
+    if constexpr (Featured) __syncwarp();
     if (lane == 0) mbar_arrive(bar.kv_free(st.index));
   }
 
