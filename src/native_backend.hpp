@@ -2,6 +2,7 @@
 // Native (vendor) kernels, chosen by the dispatcher, never by the caller. The primary template says
 // "none"; a backend specializes it for its execution space (see native_cuda.hpp / native_hip.hpp).
 #include "kfa/detail/args.hpp"
+#include "kfa/detail/kvcache_args.hpp"
 
 namespace kfa::detail {
 
@@ -12,6 +13,8 @@ struct NativeBackend {
   static void forward(const ExecSpace&, const ForwardArgs&) {}
   static bool supports_backward(const BackwardArgs&) { return false; }
   static void backward(const ExecSpace&, const BackwardArgs&) {}
+  static bool supports_kvcache(const KvCacheArgs&) { return false; }
+  static void forward_kvcache(const ExecSpace&, const KvCacheArgs&) {}
 };
 
 }  // namespace kfa::detail

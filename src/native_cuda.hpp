@@ -16,6 +16,10 @@ struct NativeBackend<Kokkos::Cuda> {
   static void forward(const Kokkos::Cuda& exec, const ForwardArgs& a) { kfa::cuda::forward(a, exec.cuda_stream()); }
   static bool supports_backward(const BackwardArgs& a) { return kfa::cuda::supports_backward(a); }
   static void backward(const Kokkos::Cuda& exec, const BackwardArgs& a) { kfa::cuda::backward(a, exec.cuda_stream()); }
+  static bool supports_kvcache(const KvCacheArgs& a) { return kfa::cuda::supports_kvcache(a); }
+  static void forward_kvcache(const Kokkos::Cuda& exec, const KvCacheArgs& a) {
+    kfa::cuda::forward_kvcache(a, exec.cuda_stream());
+  }
 };
 
 }  // namespace kfa::detail

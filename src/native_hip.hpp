@@ -16,6 +16,8 @@ struct NativeBackend<Kokkos::HIP> {
   static void forward(const Kokkos::HIP& exec, const ForwardArgs& a) { kfa::hip::forward(a, exec.hip_stream()); }
   static bool supports_backward(const BackwardArgs& a) { return kfa::hip::supports_backward(a); }
   static void backward(const Kokkos::HIP& exec, const BackwardArgs& a) { kfa::hip::backward(a, exec.hip_stream()); }
+  static bool supports_kvcache(const KvCacheArgs&) { return false; }  // the portable algorithm reads the cache
+  static void forward_kvcache(const Kokkos::HIP&, const KvCacheArgs&) {}
 };
 
 }  // namespace kfa::detail

@@ -5,6 +5,7 @@
 #include "kfa/debug.hpp"
 #include "kfa/error.hpp"
 #include "kfa/forward.hpp"
+#include "kfa/kvcache.hpp"
 #include "kfa/merge.hpp"
 #include "kfa/params.hpp"
 #include "kfa/reference.hpp"

@@ -5,12 +5,14 @@
 #include "backward_dispatch.hpp"
 #include "debug_dispatch.hpp"
 #include "forward_dispatch.hpp"
+#include "kvcache_dispatch.hpp"
 #include "merge_dispatch.hpp"
 #include "reference/standard_attention.hpp"
 #include "reference/standard_backward.hpp"
 
 KFA_INSTANTIATE_DEBUG(Kokkos::HIP)
 KFA_INSTANTIATE_FORWARD(Kokkos::HIP)
+KFA_INSTANTIATE_KVCACHE(Kokkos::HIP)
 KFA_INSTANTIATE_MERGE(Kokkos::HIP)
 KFA_INSTANTIATE_REFERENCE(Kokkos::HIP)
 KFA_INSTANTIATE_BACKWARD(Kokkos::HIP)

@@ -144,8 +144,9 @@ struct DeviceForwardKernel {
       const std::int64_t col0 = tile.index * bc;
       const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bc, s.seqlen_k - col0));
       team.team_barrier();  // the previous P V is done with ks / vs
-      load_tile(team, a.k, b, hk, col0, cols, ks, qk_ld);
-      load_tile(team, a.v, b, hk, col0, cols, vs, dp);
+      const detail::KvCache* kv = Packed && a.kv.enabled() ? &a.kv : nullptr;
+      load_tile(team, a.k, b, hk, col0, cols, ks, qk_ld, kv);
+      load_tile(team, a.v, b, hk, col0, cols, vs, dp, kv);
       team.team_barrier();
       const bool masked = tile.bits || cols < D::tile ||
                           !detail::tile_fully_visible(row0, row0 + rows, col0, col0 + cols, s, a.score);
@@ -174,17 +175,22 @@ struct DeviceForwardKernel {
   /// Consecutive threads move consecutive 4-element runs of a row (coalesced loads, one 16-byte
   /// scratch store each); every thread walks down its column of runs, 8 loads in flight at a time
   /// (all loaded before any is stored: the compiler cannot tell scratch from global memory).
+  /// `kv`: the rows are keys of a KV cache (each row's address from the page table when paged).
   KOKKOS_INLINE_FUNCTION void load_tile(const Member& team, const detail::Tensor4& src, std::int64_t b,
-                                        std::int64_t h, std::int64_t row0, int n, Acc* dst, int ld) const {
+                                        std::int64_t h, std::int64_t row0, int n, Acc* dst, int ld,
+                                        const detail::KvCache* kv = nullptr) const {
     constexpr int runs = dp / 4, step = D::threads / runs, passes = D::tile / step, group = 8;
     const int d = static_cast<int>(a.shape.head_dim);
+    const bool paged = kv != nullptr && kv->paged();
     for (int u = 0; u < vpt; ++u) {
       const int t = team.team_rank() * vpt + u, r0 = t / runs, c = t % runs * 4;
-      const T* in = static_cast<const T*>(src.data) + offset(src, b, row0 + r0, h) + c;
+      const T* base = static_cast<const T*>(src.data) + c;
+      const T* in = base + offset(src, b, row0 + r0, h);
       for (int p0 = 0; p0 < passes; p0 += group) {
         Vec4<Acc> x[group];
         KFA_UNROLL for (int p = 0; p < group; ++p, in += step * src.stride_s) {
           const int r = r0 + (p0 + p) * step;
+          if (paged && r < n) in = base + detail::key_row_offset(src, *kv, b, row0 + r, h);
           if (aligned_runs && r < n && c < d) {  // one 8-byte (16-bit types) or 16-byte load
             const Vec4<T> w = *reinterpret_cast<const Vec4<T>*>(in);
             KFA_UNROLL for (int i = 0; i < 4; ++i) x[p].v[i] = static_cast<Acc>(w.v[i]);
@@ -354,7 +360,7 @@ void run_device_forward(const ExecSpace& exec, const detail::ForwardArgs& args) 
 
 template <class ExecSpace, class T, int NG>
 void run_device_forward(const ExecSpace& exec, const detail::ForwardArgs& args) {
-  if (args.varlen.enabled()) run_device_forward<ExecSpace, T, NG, true>(exec, args);
+  if (args.varlen.enabled() || args.kv.enabled()) run_device_forward<ExecSpace, T, NG, true>(exec, args);
   else run_device_forward<ExecSpace, T, NG, false>(exec, args);
 }
 

@@ -72,8 +72,9 @@ struct ForwardKernel {
       const std::int64_t col0 = kt * bc;
       const int cols = static_cast<int>(Kokkos::min<std::int64_t>(bc, s.seqlen_k - col0));
       team.team_barrier();  // previous P V product is done with kts / vs / ss
-      load_rows_transposed<T>(team, a.k, b, hk, col0, cols, d, kts, bc, dp);
-      load_rows<T>(team, a.v, b, hk, col0, cols, d, vs, bc, dp, Acc(1));
+      const detail::KvCache* kv = a.kv.enabled() ? &a.kv : nullptr;
+      load_rows_transposed<T>(team, a.k, b, hk, col0, cols, d, kts, bc, dp, kv);
+      load_rows<T>(team, a.v, b, hk, col0, cols, d, vs, bc, dp, Acc(1), kv);
       team.team_barrier();
       tile_gemm<B::rm, B::rn, false>(team, br, bc, dp, qs, dp, kts, bc, ss, bc);
       team.team_barrier();

@@ -61,17 +61,18 @@ KOKKOS_INLINE_FUNCTION detail::BackwardArgs sequence_args(const detail::Backward
 
 /// Runs k.q_tile(team, b, h, qt) for the team's query tile (br rows) of a forward kernel k (members a,
 /// n_qtiles). Consecutive teams share a head (L2 reuse); within a head the longest (last) tiles
-/// start first. Packed sequences (unless the kernel is built without them): the tile runs on
-/// sequence b alone.
+/// start first. Packed sequences or a KV cache (unless the kernel is built without them): the tile
+/// runs on sequence b alone, with its own lengths.
 template <class T, bool Packed = true, class Kernel, class Member>
 KOKKOS_INLINE_FUNCTION void for_query_tile(const Kernel& k, const Member& team, int br) {
   const std::int64_t idx = team.league_rank();
   const std::int64_t qt = k.n_qtiles - 1 - idx % k.n_qtiles;
   const std::int64_t bh = idx / k.n_qtiles;
   const std::int64_t b = bh / k.a.shape.heads, h = bh % k.a.shape.heads;
-  if (!Packed || !k.a.varlen.enabled()) return k.q_tile(team, b, h, qt);
+  if (!Packed || !(k.a.varlen.enabled() || k.a.kv.enabled())) return k.q_tile(team, b, h, qt);
   Kernel one = k;
-  one.a = sequence_args<T, acc_t<T>>(k.a, b);
+  if (k.a.varlen.enabled()) one.a = sequence_args<T, acc_t<T>>(k.a, b);
+  else one.a.shape.seqlen_k = k.a.kv.seqlen_k(b);  // a cache: padded rows, its own key count
   if (qt * br < one.a.shape.seqlen_q) one.q_tile(team, b, h, qt);
 }
 

@@ -54,6 +54,7 @@ bool varlen_ok(const detail::Varlen& v) {
 bool supports_forward(const detail::ForwardArgs& a) {
   const std::int64_t d = a.shape.head_dim;
   if (!(d == 32 || d == 64 || d == 96 || d == 128 || d == 256)) return false;
+  if (a.kv.enabled()) return false;  // a KV cache reads keys per sequence / through pages: the portable path
   return common_case(a.dtype, a.shape, a.score) && varlen_ok(a.varlen) && rows_aligned(a.q) && rows_aligned(a.k) &&
          rows_aligned(a.v) && rows_aligned(a.o) && a.lse.data != nullptr;
 }

@@ -59,6 +59,7 @@ struct ForwardArgs {
   Tensor3 lse;  // float, or double when dtype is f64
   ScoreSpec score;
   Varlen varlen;  // packed sequences (stride_b of the tensors is then 0); disabled = padded batch
+  KvCache kv;     // k/v are a KV cache with per-sequence lengths (kfa::forward_kvcache); disabled = plain
 };
 
 struct BackwardArgs {

@@ -1,6 +1,7 @@
 #pragma once
 // Launcher-contract pieces of the optional features: a block-sparse layout as device pointers
-// (compressed rows, and compressed columns for the backward) and packed variable-length sequences.
+// (compressed rows, and compressed columns for the backward), packed variable-length sequences, and a
+// KV cache read in place (per-sequence key counts, optionally through a page table).
 // No Kokkos here; kfa::BlockMask (kfa/block_mask.hpp) is the host object these point into.
 #include <cstdint>
 
@@ -51,6 +52,24 @@ struct Varlen {
   const std::int32_t* cu_seqlens_k = nullptr;
   std::int64_t total_q = 0, total_k = 0;  // rows of the packed q and k tensors (cu_seqlens_*[batch])
   KFA_HD bool enabled() const { return cu_seqlens_q != nullptr; }
+};
+
+/// A KV cache attended in place (kfa::forward_kvcache): the batch is padded (q, o, lse as a plain
+/// call), and sequence b attends to keys [0, seqlens[b] + added) of k/v, where `added` keys were
+/// appended by the call itself. The Shape's seqlen_k is the cache's capacity. With a page table, k
+/// and v are [num_pages, page_size, heads_kv, dim] (their stride_b moves from page to page) and key j
+/// of sequence b is row j % page_size of page block_table[b * table_stride + j / page_size].
+struct KvCache {
+  const std::int32_t* seqlens = nullptr;      // device, [batch]: keys in the cache before the call
+  std::int32_t added = 0;                     // keys the call appended after them
+  const std::int32_t* block_table = nullptr;  // device, [batch, table_stride]; nullptr = contiguous
+  std::int64_t table_stride = 0;
+  std::int32_t page_size = 0;
+  std::int64_t num_pages = 0;
+  KFA_HD bool enabled() const { return seqlens != nullptr; }
+  KFA_HD bool paged() const { return block_table != nullptr; }
+  /// Keys sequence b attends to.
+  KFA_HD std::int64_t seqlen_k(std::int64_t b) const { return std::int64_t(seqlens[b]) + added; }
 };
 
 }  // namespace kfa::detail

@@ -2,7 +2,8 @@
 // The feature policy: what a call's options mean for one tile of work, defined once for every
 // implementation (the portable Kokkos algorithm, the CUDA and HIP kernels; forward and backward).
 // A kernel keeps its own tile sizes and passes them in; it asks the policy
-//   sequence bounds   where sequence b starts in packed tensors and how long it is (Varlen);
+//   sequence bounds   where sequence b starts in packed tensors and how long it is (Varlen, KvCache),
+//                     and where its key j lives (a paged KV cache);
 //   trip counts       which key tiles a query tile visits (window / causal bounds, block-sparse skips),
 //                     and which query tiles a key tile visits (the backward);
 //   element masks     which visited tiles need one (window edge, sequence end, partial mask block)
@@ -35,6 +36,21 @@ KFA_HD SequenceBounds sequence_bounds(const Shape& s, const Varlen& v, std::int6
   if (!v.enabled()) return {0, 0, s.seqlen_q, s.seqlen_k};
   const std::int64_t q0 = v.cu_seqlens_q[b], k0 = v.cu_seqlens_k[b];
   return {q0, k0, v.cu_seqlens_q[b + 1] - q0, v.cu_seqlens_k[b + 1] - k0};
+}
+
+/// The same for a call whose keys may be a KV cache: sequence b of a cache sees its own key count.
+KFA_HD SequenceBounds sequence_bounds(const Shape& s, const Varlen& v, const KvCache& kv, std::int64_t b) {
+  if (!kv.enabled()) return sequence_bounds(s, v, b);
+  return {0, 0, s.seqlen_q, kv.seqlen_k(b)};
+}
+
+/// Element offset of key row j of (batch b, KV head h) in k or v: b * stride_b + j * stride_s for a
+/// plain or contiguous-cache tensor; through the page table for a paged cache.
+KFA_HD std::int64_t key_row_offset(const Tensor4& t, const KvCache& kv, std::int64_t b, std::int64_t j,
+                                   std::int64_t h) {
+  if (!kv.paged()) return b * t.stride_b + j * t.stride_s + h * t.stride_h;
+  const std::int64_t page = kv.block_table[b * kv.table_stride + j / kv.page_size];
+  return page * t.stride_b + (j % kv.page_size) * t.stride_s + h * t.stride_h;
 }
 
 /// The call's shape as one sequence sees it: masks (causal, window, ALiBi) align to its own lengths.

@@ -100,6 +100,7 @@ void launch_for_dim(const detail::ForwardArgs& a, cudaStream_t stream) {
 
 bool supports_forward(const detail::ForwardArgs& a) {
   if (a.dtype != detail::DType::f16 && a.dtype != detail::DType::bf16) return false;
+  if (a.kv.enabled()) return false;  // a KV cache: the decode kernel (launch/decode.cu)
   const std::int64_t d = a.shape.head_dim;
   if (d != 64 && d != 96 && d != 128 && d != 256) return false;  // others: the portable path
   // Score modifiers the kernel does not implement: the portable path handles them.
