@@ -8,14 +8,15 @@
 #      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), FORCED ("mma wgmma": the forward
 #      kernels the suites run once more under, forced), EXTRA_SUITE (another filter, run once),
 #      SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
-#      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER")
+#      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
+#      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 deps="${KFA_DEPS_DIR:-$root/.deps}"
 mkdir -p "$out"
 source "$root/perf/gpu/cuda_build.sh"
-KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
+KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench kfa-decode-bench ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
   -- ${TOOLS:+-DKFA_CUDA_TOOLS=ON} || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 host references dominate)
@@ -75,6 +76,32 @@ print("\nkfa dense forward (FA2 paper setup, bf16), TFLOP/s: compare with docs/p
 for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
     if r.get("kind") == "fwd":
         print(f"d{r['d']:<4} causal {r['causal']}  n {r['n']:6}  {r['tflops']:7.1f}")
+PY
+fi
+if [ "${DECODE:-0}" = 1 ]; then
+  timeout 200 "$build/perf/gpu/kfa-decode-bench" > "$out/kfa_decode.jsonl" 2> "$out/kfa_decode.err"
+  echo "kfa decode bench: rc=$?"
+  [ "${SKIP_PEERS:-0}" = 1 ] || timeout 200 python3 "$deps/tools/peer_feature_bench.py" decode > "$out/peers_decode.jsonl" 2> "$out/peers_decode.err"
+  python3 - "$out/kfa_decode.jsonl" "$out/peers_decode.jsonl" <<'PY' | tee -a "$out/table.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peers = {}
+try:
+    for l in open(sys.argv[2]):
+        if l.startswith("{"):
+            r = json.loads(l); peers[(r["peer"], r["B"], r["seqlen_k"])] = r["gbs"]
+except FileNotFoundError:
+    pass
+copy = next((r["gbs"] for r in rows if r["case"] == "copy"), float("nan"))
+print(f"\ndecode (1 token, 32/8 heads, d128, bf16): GB/s of K+V; copy bandwidth {copy:.0f} GB/s")
+print(f"{'B x seqlen_k':>14} {'page':>5} {'kfa GB/s':>9} {'of copy':>8} {'vs cudnn':>9} {'vs fa2':>7} {'ms':>8} {'checked ms':>10}")
+for r in rows:
+    if r["case"] != "decode": continue
+    c, f = peers.get(("cudnn", r["B"], r["seqlen_k"])), peers.get(("fa2", r["B"], r["seqlen_k"]))
+    ratio = lambda p: f"{r['gbs'] / p:.2f}x" if p else "-"
+    print(f"{str(r['B']) + ' x ' + str(r['seqlen_k']):>14} {r['page']:>5} {r['gbs']:9.0f} {r['gbs'] / copy:8.2f} {ratio(c):>9} {ratio(f):>7} {r['ms']:8.4f} {r.get('checked_ms', float('nan')):10.4f}")
+for k, v in sorted(peers.items()):
+    print(f"peer {k[0]} B {k[1]} seqlen_k {k[2]}: {v:.0f} GB/s ({v / copy:.2f} of copy)")
 PY
 fi
 # compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"

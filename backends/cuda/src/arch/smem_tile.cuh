@@ -70,6 +70,24 @@ __device__ __forceinline__ void load_tile_async(std::uint32_t dst, const T* src,
   }
 }
 
+/// The same copy for rows that are not equally spaced (a paged KV cache, GQA-packed query heads):
+/// row_ptr(r) gives the first element of row r (asked only for r < valid_rows); other rows are zero.
+template <int D, int Rows, int Threads, class T, class RowPtr>
+__device__ __forceinline__ void load_tile_rows_async(std::uint32_t dst, RowPtr&& row_ptr, int valid_rows,
+                                                     const T* any_valid) {
+  using Tile = SwizzledTile<D>;
+  constexpr int total = Rows * Tile::chunks;
+#pragma unroll
+  for (int k = 0; k < (total + Threads - 1) / Threads; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * Threads;
+    if (total % Threads != 0 && i >= total) break;
+    const int r = i / Tile::chunks, c = i % Tile::chunks;
+    const bool ok = r < valid_rows;
+    const T* p = ok ? static_cast<const T*>(row_ptr(r)) + c * 8 : any_valid;
+    ptx::cp_async_16(dst + Tile::chunk_offset(r, c), p, ok);
+  }
+}
+
 // ---- the same tile spelled by its column count COLS (a multiple of 64: no row padding)
 
 /// Byte address of chunk `chunk` of row `row` of the tile at `base`.

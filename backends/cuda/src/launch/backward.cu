@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kfa_cuda_instances.hpp"
+#include "launch/alignment.hpp"
 #include "sm80/backward/launch_kernels.cuh"
 #include "sm80/backward/params.cuh"
 #include "sm80/backward/prepost_kernels.cuh"
@@ -25,11 +26,6 @@ using kfa::detail::BackwardArgs;
 using kfa::detail::DType;
 using kfa::detail::Shape;
 using kfa::detail::Tensor4;
-
-bool aligned16(const Tensor4& t) {
-  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
-         t.stride_h % 8 == 0;
-}
 
 // The layout of kfa::detail::backward_workspace_layout (D at offset 0, then the fp32 dQ accumulator
 // unless deterministic; ALiBi slopes, which the dispatcher keeps after them, are not touched). The
@@ -90,7 +86,7 @@ bool supports_backward(const BackwardArgs& a) {
   if (s.heads % s.heads_kv != 0) return false;
   if (s.batch * s.heads > 65535) return false;  // grid y
   for (const Tensor4* t : {&a.q, &a.k, &a.v, &a.o, &a.dout, &a.dq, &a.dk, &a.dv})
-    if (!aligned16(*t)) return false;
+    if (!rows_aligned(*t)) return false;
   return true;
 }
 

@@ -17,6 +17,7 @@
 #include "kfa/detail/feature_policy.hpp"
 #include "kfa_cuda/launch.hpp"
 #include "kfa_cuda_instances.hpp"
+#include "launch/alignment.hpp"
 #ifdef KFA_CUDA_HAS_SM90
 #include "sm90/forward_sm90_config.hpp"
 #include "arch/tensor_map.hpp"
@@ -24,12 +25,6 @@
 
 namespace kfa::cuda {
 namespace {
-
-/// cp.async moves 16-byte row chunks: rows must start 16-byte aligned (8 elements of 16 bits).
-bool rows_aligned(const detail::Tensor4& t) {
-  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride_b % 8 == 0 && t.stride_s % 8 == 0 &&
-         t.stride_h % 8 == 0;
-}
 
 /// Shared memory of the mma.sync kernel for head_dim d (the same for both element types); 0 when no
 /// instance exists for d.
