@@ -7,7 +7,7 @@
 # env: KFA_DEPS_DIR (default ./.deps: the dependency tarballs; tools/peer_feature_bench.py beside them),
 #      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), FORCED ("mma wgmma": the forward
 #      kernels the suites run once more under, forced), EXTRA_SUITE (another filter, run once),
-#      SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
+#      EXTRA_ENV (its environment, e.g. KFA_CUDA_DECODE=cpasync), SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
 #      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
 #      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth)
 set -uo pipefail
@@ -33,7 +33,7 @@ run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 
   local passed failed sums
   passed=$(grep -c "All tests passed" "$out/$name.log")
   failed=$(grep -hE "^test cases:" "$out/$name.log" | tr -s ' ' | tr '\n' ';')
-  sums=$(grep -hoE "[0-9]+ assertions in [0-9]+ test cases" "$out/$name.log" | awk '{a += $1; c += $4} END {print a " assertions / " c " cases"}')
+  sums=$(grep -hoE "[0-9]+ assertions in [0-9]+ test cases?" "$out/$name.log" | awk '{a += $1; c += $4} END {print a " assertions / " c " cases"}')
   echo "$name: rc=$rc; shards all passed: $passed of $n ($sums); other shards: ${failed:-none} ($(( $(date +%s) - t )) s)"
 }
 filter="${SUITES:-[features]}"
@@ -64,7 +64,7 @@ PY
   python3 "$root/perf/gpu/feature_table.py" "$out/kfa_features.jsonl" "$out/peers.jsonl" | tee "$out/table.txt"
 fi
 if [ -n "${EXTRA_SUITE:-}" ]; then
-  run_suite extra "KFA_NONE=1" "$EXTRA_SUITE"
+  run_suite extra "${EXTRA_ENV:-KFA_NONE=1}" "$EXTRA_SUITE"
   grep -h -B3 -A12 -E "FAILED" "$out"/extra.log | head -40
 fi
 if [ "${DENSE:-0}" = 1 ]; then
@@ -81,6 +81,10 @@ fi
 if [ "${DECODE:-0}" = 1 ]; then
   timeout 200 "$build/perf/gpu/kfa-decode-bench" > "$out/kfa_decode.jsonl" 2> "$out/kfa_decode.err"
   echo "kfa decode bench: rc=$?"
+  if [ -n "${DECODE_CPASYNC:-}" ]; then  # the cp.async producer too, for comparison
+    KFA_CUDA_DECODE=cpasync timeout 100 "$build/perf/gpu/kfa-decode-bench" --shapes 64x8192 --pages 0,16 > "$out/kfa_decode_cpasync.jsonl" 2>&1
+    sed -n 's/^/cp.async producer: /p' "$out/kfa_decode_cpasync.jsonl"
+  fi
   [ "${SKIP_PEERS:-0}" = 1 ] || timeout 200 python3 "$deps/tools/peer_feature_bench.py" decode > "$out/peers_decode.jsonl" 2> "$out/peers_decode.err"
   python3 - "$out/kfa_decode.jsonl" "$out/peers_decode.jsonl" <<'PY' | tee -a "$out/table.txt"
 import json, sys

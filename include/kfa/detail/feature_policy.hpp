@@ -44,13 +44,28 @@ KFA_HD SequenceBounds sequence_bounds(const Shape& s, const Varlen& v, const KvC
   return {0, 0, s.seqlen_q, kv.seqlen_k(b)};
 }
 
-/// Element offset of key row j of (batch b, KV head h) in k or v: b * stride_b + j * stride_s for a
-/// plain or contiguous-cache tensor; through the page table for a paged cache.
+/// Where key j of sequence b lives: (batch b, row j) of a plain or contiguous-cache tensor, or
+/// (page, row in the page) of a paged cache. Key positions are below 2^31 (the API checks the
+/// capacity), so the page arithmetic is 32-bit.
+struct KeyRow {
+  std::int64_t block = 0, row = 0;  // index along k/v's first dimension, and along the second
+};
+
+KFA_HD KeyRow key_row(const KvCache& kv, std::int64_t b, std::int64_t j) {
+  if (!kv.paged()) return {b, j};
+  const std::uint32_t jj = static_cast<std::uint32_t>(j), ps = static_cast<std::uint32_t>(kv.page_size);
+  const std::uint32_t page = jj / ps;
+  return {kv.block_table[b * kv.table_stride + page], static_cast<std::int64_t>(jj - page * ps)};
+}
+
+KFA_HD std::int64_t key_row_offset(const Tensor4& t, const KeyRow& r, std::int64_t h) {
+  return r.block * t.stride_b + r.row * t.stride_s + h * t.stride_h;
+}
+
+/// Element offset of key row j of (batch b, KV head h) in k or v.
 KFA_HD std::int64_t key_row_offset(const Tensor4& t, const KvCache& kv, std::int64_t b, std::int64_t j,
                                    std::int64_t h) {
-  if (!kv.paged()) return b * t.stride_b + j * t.stride_s + h * t.stride_h;
-  const std::int64_t page = kv.block_table[b * kv.table_stride + j / kv.page_size];
-  return page * t.stride_b + (j % kv.page_size) * t.stride_s + h * t.stride_h;
+  return key_row_offset(t, key_row(kv, b, j), h);
 }
 
 /// The call's shape as one sequence sees it: masks (causal, window, ALiBi) align to its own lengths.
