@@ -37,16 +37,6 @@ __device__ __forceinline__ void mbar_wait(std::uint32_t bar, std::uint32_t parit
       : "memory");
 }
 
-// ---- bulk copy (cp.async.bulk, no tensor map): one contiguous global range into shared memory
-
-/// Copies `bytes` (a multiple of 16, both addresses 16-byte aligned) from global `src` to shared
-/// `dst`; completion counts on `bar` as transaction bytes.
-__device__ __forceinline__ void bulk_load(std::uint32_t dst, const void* src, std::uint32_t bytes, std::uint32_t bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
-
 // ---- TMA (cp.async.bulk.tensor) over a 4-d tensor map (dim, seq, head, batch)
 
 /// Loads the box at coordinates (c0..c3) into shared memory; completion counts on `bar`.

@@ -3,10 +3,8 @@
 // (split, batch, KV head, packed row tile):
 //   rows      the query heads of the KV head times the query tokens, packed (row p = token p / group,
 //             head kv_head * group + p % group), so each K/V byte read serves every head of its group;
-//   producer  key tiles of the block's split stream through a ring of `stages` K+V slots, each row's
-//             address from the feature policy (contiguous cache or page table): on sm_90 a producer
-//             warp issues one bulk copy (cp.async.bulk) per row, completing on the slot's mbarrier;
-//             elsewhere all threads copy 16-byte chunks by cp.async;
+//   producer  key tiles of the block's split stream through a ring of `stages` K+V slots by cp.async,
+//             each row's address from the feature policy (contiguous cache or page table);
 //   mainloop  every warp takes 16 keys of each tile against all rows: S = Q K^T with Q held in
 //             registers, the policy's modifiers and masks (window / causal aligned per sequence,
 //             softcap, ALiBi per packed row's head), a per-warp online softmax, O += P V;
@@ -20,7 +18,6 @@
 #include <cstdint>
 
 #include "arch/ptx.cuh"
-#include "arch/sm90_ptx.cuh"
 #include "arch/smem_tile.cuh"
 #include "common/online_softmax.hpp"
 #include "decode/decode_config.hpp"
@@ -56,27 +53,17 @@ __device__ __forceinline__ DecodeTile decode_tile(const DecodeParams& p, int blo
   return t;
 }
 
-/// The ring's addresses: K and V tiles of slot i and, with the bulk producer, the slot's mbarriers.
-template <class F>
-struct DecodeRing {
-  std::uint32_t base;
-  __device__ __forceinline__ std::uint32_t k_tile(int slot) const { return base + slot * 2 * F::tile_bytes; }
-  __device__ __forceinline__ std::uint32_t v_tile(int slot) const { return k_tile(slot) + F::tile_bytes; }
-  __device__ __forceinline__ std::uint32_t full(int slot) const { return base + F::ring_bytes + 8 * slot; }
-  __device__ __forceinline__ std::uint32_t empty(int slot) const { return full(F::stages) + 8 * slot; }
-};
-
-template <int D, class T, bool Bulk>
-__global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, Bulk>::blocks_per_sm)
+template <int D, class T>
+__global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::blocks_per_sm)
     decode_kernel(const DecodeParams p) {
-  using F = DecodeShape<D, Bulk>;
+  using F = DecodeShape<D>;
   using Tile = SwizzledTile<D>;
   constexpr int BM = F::block_m, BN = F::block_n, S = F::stages, W = F::warps, DT = D / 8;
-  constexpr int consumer_threads = W * 32;
   extern __shared__ __align__(128) unsigned char smem[];
   const detail::ForwardArgs& a = p.a;
   const std::uint32_t q_s = ptx::smem_addr(smem);
-  const DecodeRing<F> ring{q_s + F::q_bytes};
+  const std::uint32_t kv_s = q_s + F::q_bytes;
+  constexpr int slot_bytes = 2 * F::tile_bytes;
 
   const DecodeTile tile = decode_tile(p, BM);
   const int row0 = tile.row_tile * BM;  // first packed row
@@ -86,87 +73,52 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
   const std::int64_t t_begin = trip.begin + tile.split * per;
   const std::int64_t t_end = t_begin + per < trip.end ? t_begin + per : trip.end;
   const int n_tiles = t_end > t_begin ? static_cast<int>(t_end - t_begin) : 0;
-  const T* k_base = static_cast<const T*>(a.k.data);
-  const T* v_base = static_cast<const T*>(a.v.data);
-  auto key_row = [&](const T* base, const detail::Tensor4& t, std::int64_t j) {
-    return base + detail::key_row_offset(t, a.kv, tile.batch, j, tile.head_kv);
-  };
-  auto valid_keys = [&](int it) {
-    const std::int64_t col0 = (t_begin + it) * BN;
-    return static_cast<int>(tile.shape.seqlen_k - col0 < BN ? tile.shape.seqlen_k - col0 : BN);
-  };
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  if constexpr (Bulk) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // Rows past a sequence's end are never copied: zero the ring once so that what such a row holds
-    // is finite (its score is masked, and P = 0 times a finite V row adds nothing).
-    for (int i = threadIdx.x; i < F::ring_bytes / 16; i += F::threads)
-      *reinterpret_cast<uint4*>(smem + F::q_bytes + 16 * i) = make_uint4(0, 0, 0, 0);
-    if (threadIdx.x == 0)
-      for (int s = 0; s < S; ++s) {
-        hopper::mbar_init(ring.full(s), 1);
-        hopper::mbar_init(ring.empty(s), W);
-      }
-    hopper::fence_async_shared();  // the zeros before the bulk copies (async proxy) overwrite them
-    hopper::fence_barrier_init();
-    __syncthreads();
-    if (warp == W) {  // ---- producer warp: one bulk copy per key row of K and of V
-      for (int it = 0; it < n_tiles; ++it) {
-        const int slot = it % S;
-        if (it >= S) hopper::mbar_wait(ring.empty(slot), ((it / S) - 1) & 1);
-        const int valid = valid_keys(it);
-        if (lane == 0) hopper::mbar_expect_tx(ring.full(slot), static_cast<std::uint32_t>(2 * valid * D * 2));
-        __syncwarp();
-        const std::int64_t col0 = (t_begin + it) * BN;
-        for (int r = lane; r < valid; r += 32) {
-          const detail::KeyRow kr = detail::key_row(a.kv, tile.batch, col0 + r);
-          hopper::bulk_load(ring.k_tile(slot) + r * F::kv_row_bytes, k_base + detail::key_row_offset(a.k, kr, tile.head_kv),
-                            D * 2, ring.full(slot));
-          hopper::bulk_load(ring.v_tile(slot) + r * F::kv_row_bytes, v_base + detail::key_row_offset(a.v, kr, tile.head_kv),
-                            D * 2, ring.full(slot));
-        }
-      }
-      return;
-    }
-#else
-    __trap();  // the bulk producer exists on sm_90 only (the launcher picks it there alone)
-#endif
-  }
-
-  // ---- Q rows (gathered over the group's heads) by cp.async; without the bulk producer the consumers
-  // also fill the first slots of the ring
+  // ---- producer: Q rows (gathered over the group's heads), then K/V tiles by row address
   const T* q_base = static_cast<const T*>(a.q.data) + tile.batch * a.q.stride_b;
   auto q_row = [&](int r) {
     const int pr = row0 + r;
     return q_base + (pr / p.group) * a.q.stride_s + (tile.head_kv * p.group + pr % p.group) * a.q.stride_h;
   };
-  load_tile_rows_async<D, BM, consumer_threads>(q_s, q_row, tile.rows_valid, q_base);
+  load_tile_rows_async<D, BM, F::threads>(q_s, q_row, tile.rows_valid, q_base);
+  const T* k_base = static_cast<const T*>(a.k.data);
+  const T* v_base = static_cast<const T*>(a.v.data);
+  // A tile's rows are equally spaced when the cache is contiguous or its pages hold whole tiles (page
+  // size a multiple of block_n): then one base address and the pointer-bumping loader; otherwise
+  // (small or odd pages) every row's address comes from the page table.
+  const bool whole_tiles = !a.kv.paged() || a.kv.page_size % BN == 0;
   auto load_tile = [&](int it) {
     const std::int64_t col0 = (t_begin + it) * BN;
-    const int valid = valid_keys(it);
-    load_tile_rows_async<D, BN, consumer_threads>(
-        ring.k_tile(it % S), [&](int r) { return key_row(k_base, a.k, col0 + r); }, valid, k_base);
-    load_tile_rows_async<D, BN, consumer_threads>(
-        ring.v_tile(it % S), [&](int r) { return key_row(v_base, a.v, col0 + r); }, valid, v_base);
+    const int valid = static_cast<int>(tile.shape.seqlen_k - col0 < BN ? tile.shape.seqlen_k - col0 : BN);
+    const std::uint32_t slot = kv_s + (it % S) * slot_bytes;
+    if (whole_tiles) {
+      const detail::KeyRow kr = detail::key_row(a.kv, tile.batch, col0);
+      load_tile_async<D, BN, F::threads>(slot, k_base + detail::key_row_offset(a.k, kr, tile.head_kv), a.k.stride_s, valid);
+      load_tile_async<D, BN, F::threads>(slot + F::tile_bytes, v_base + detail::key_row_offset(a.v, kr, tile.head_kv),
+                                         a.v.stride_s, valid);
+    } else {
+      load_tile_rows_async<D, BN, F::threads>(
+          slot, [&](int r) { return k_base + detail::key_row_offset(a.k, a.kv, tile.batch, col0 + r, tile.head_kv); },
+          valid, k_base);
+      load_tile_rows_async<D, BN, F::threads>(
+          slot + F::tile_bytes,
+          [&](int r) { return v_base + detail::key_row_offset(a.v, a.kv, tile.batch, col0 + r, tile.head_kv); }, valid,
+          v_base);
+    }
   };
   ptx::cp_async_commit();  // Q: its own group, so the first wait below needs only it and slot 0
-  if constexpr (!Bulk) {
 #pragma unroll
-    for (int u = 0; u < S - 1; ++u) {
-      if (u < n_tiles) load_tile(u);
-      ptx::cp_async_commit();
-    }
+  for (int u = 0; u < S - 1; ++u) {
+    if (u < n_tiles) load_tile(u);
+    ptx::cp_async_commit();
   }
 
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_chunk = lane >> 4;  // Q (A), V (B, transposed)
   const int b_row = (lane & 7) + (lane >> 4) * 8, b_chunk = (lane >> 3) & 1;  // K (B)
-  constexpr std::uint32_t RQ = Tile::row_bytes, RB = F::kv_row_bytes;
-  const std::uint32_t a_xor = Tile::lane_xor(a_row, a_chunk);
-  // the K/V tiles' XOR terms: the swizzle's, or the plain chunk offset of padded rows
-  const std::uint32_t kb_xor = Bulk ? b_chunk * 16 : Tile::lane_xor(b_row, b_chunk);
-  const std::uint32_t va_xor = Bulk ? a_chunk * 16 : a_xor;
+  constexpr std::uint32_t RB = Tile::row_bytes;
+  const std::uint32_t a_xor = Tile::lane_xor(a_row, a_chunk), b_xor = Tile::lane_xor(b_row, b_chunk);
 
   // ---- the rows of this lane (g and g + 8 of the tile): their token, head, score modifiers
   policy::RowPolicy rp[2];
@@ -188,37 +140,26 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
   // takes the registers and each k16 step reloads its Q fragment from shared memory.
   constexpr bool q_in_registers = D <= 128;
   std::uint32_t qa[q_in_registers ? D / 16 : 1][4];
-  if constexpr (Bulk) {
-    ptx::cp_async_wait<0>();
-    hopper::named_barrier_sync(1, consumer_threads);  // Q landed for every consumer
-  }
 
   for (int it = 0; it < n_tiles; ++it) {
-    const int slot = it % S;
-    if constexpr (Bulk) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      hopper::mbar_wait(ring.full(slot), (it / S) & 1);
-#endif
-    } else {
-      ptx::cp_async_wait<S - 2>();
-      __syncthreads();  // tile `it` landed for every thread; every warp is done with slot (it - 1) % S
-      if (it + S - 1 < n_tiles) load_tile(it + S - 1);
-      ptx::cp_async_commit();
-    }
+    ptx::cp_async_wait<S - 2>();
+    __syncthreads();  // tile `it` landed for every thread; every warp is done with slot (it - 1) % S
+    if (it + S - 1 < n_tiles) load_tile(it + S - 1);
+    ptx::cp_async_commit();
     if (q_in_registers && it == 0) {
 #pragma unroll
       for (int ks = 0; ks < (q_in_registers ? D / 16 : 0); ++ks)
-        ptx::ldmatrix_x4(qa[ks], q_s + a_row * RQ + ((ks * 32) ^ a_xor));
+        ptx::ldmatrix_x4(qa[ks], q_s + a_row * RB + ((ks * 32) ^ a_xor));
     }
-    const std::uint32_t k_s = ring.k_tile(slot), v_s = ring.v_tile(slot);
+    const std::uint32_t k_s = kv_s + (it % S) * slot_bytes, v_s = k_s + F::tile_bytes;
     // ---- S = Q K^T over this warp's 16 keys
     float acc_s[2][4] = {};
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       std::uint32_t kb[4];
       const int qi = q_in_registers ? ks : 0;
-      if (!q_in_registers) ptx::ldmatrix_x4(qa[qi], q_s + a_row * RQ + ((ks * 32) ^ a_xor));
-      ptx::ldmatrix_x4(kb, k_s + (warp * 16 + b_row) * RB + ((ks * 32) ^ kb_xor));
+      if (!q_in_registers) ptx::ldmatrix_x4(qa[qi], q_s + a_row * RB + ((ks * 32) ^ a_xor));
+      ptx::ldmatrix_x4(kb, k_s + (warp * 16 + b_row) * RB + ((ks * 32) ^ b_xor));
       ptx::mma_16816<T>(acc_s[0], qa[qi], kb[0], kb[1]);
       ptx::mma_16816<T>(acc_s[1], qa[qi], kb[2], kb[3]);
     }
@@ -247,10 +188,13 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
           sum += pv;
         }
       row_sum[h] = row_sum[h] * alpha + sum;
+      // Over a long cache the maxima settle early: skip the rescale when no row of the warp moved.
+      if (__any_sync(0xffffffffu, alpha != 1.0f)) {
 #pragma unroll
-      for (int dt = 0; dt < DT; ++dt) {
-        acc_o[dt][2 * h] *= alpha;
-        acc_o[dt][2 * h + 1] *= alpha;
+        for (int dt = 0; dt < DT; ++dt) {
+          acc_o[dt][2 * h] *= alpha;
+          acc_o[dt][2 * h + 1] *= alpha;
+        }
       }
     }
     // ---- O += P V: P (16 rows x this warp's 16 keys) is one k16 step
@@ -262,26 +206,15 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
 #pragma unroll
     for (int pd = 0; pd < DT / 2; ++pd) {
       std::uint32_t vb[4];
-      ptx::ldmatrix_x4_trans(vb, v_s + (warp * 16 + a_row) * RB + ((pd * 32) ^ va_xor));
+      ptx::ldmatrix_x4_trans(vb, v_s + (warp * 16 + a_row) * RB + ((pd * 32) ^ a_xor));
       ptx::mma_16816<T>(acc_o[2 * pd], pa, vb[0], vb[1]);
       ptx::mma_16816<T>(acc_o[2 * pd + 1], pa, vb[2], vb[3]);
     }
-    if constexpr (Bulk) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-      __syncwarp();  // every lane's reads of the slot precede the release
-      if (lane == 0) hopper::mbar_arrive(ring.empty(slot));
-#endif
-    }
   }
 
-  // ---- epilogue: merge the warps' states in shared memory (the ring is free now: every tile the
-  // producer loaded has been consumed)
-  auto consumers_sync = [] {
-    if constexpr (Bulk) hopper::named_barrier_sync(1, consumer_threads);
-    else __syncthreads();
-  };
+  // ---- epilogue: merge the warps' states in shared memory (the ring is free now)
   ptx::cp_async_wait<0>();
-  consumers_sync();
+  __syncthreads();
   constexpr int LD = D + 4;  // padded rows: the lanes of a quad write different banks
   float* red_o = reinterpret_cast<float*>(smem + F::q_bytes);  // [W][BM][LD]
   float* red_m = red_o + W * BM * LD;                           // [W][BM]
@@ -297,7 +230,7 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
       red_l[warp * BM + g + 8 * h] = l;
     }
   }
-  consumers_sync();
+  __syncthreads();
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = g + 8 * h;
@@ -318,10 +251,10 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
       row_sum[h] = l;
     }
   }
-  consumers_sync();
+  __syncthreads();
   // rows r < rows_valid: sum of the warps' parts, 8 columns per thread (one 16-byte store of T)
   const bool final_out = p.splits == 1;
-  for (int i = threadIdx.x; i < BM * (D / 8); i += consumer_threads) {
+  for (int i = threadIdx.x; i < BM * (D / 8); i += F::threads) {
     const int r = i / (D / 8), c = (i % (D / 8)) * 8;
     if (r >= tile.rows_valid) continue;
     float v[8];
@@ -377,22 +310,17 @@ __global__ void __launch_bounds__(DecodeShape<D, Bulk>::threads, DecodeShape<D, 
 
 namespace kfa::cuda::decode {
 
-/// The kernel for the device: the bulk-copy producer on sm_90, cp.async elsewhere.
-template <int D, class T, bool Bulk>
-cudaError_t launch_decode_kernel(const DecodeParams& p, cudaStream_t stream) {
-  using F = DecodeShape<D, Bulk>;
-  const std::int64_t blocks = std::int64_t(p.splits) * p.row_tiles * p.a.shape.heads_kv * p.a.shape.batch;
-  auto kernel = decode_kernel<D, T, Bulk>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, F::smem_bytes);
-  if (err != cudaSuccess) return err;
-  kernel<<<static_cast<unsigned>(blocks), F::threads, F::smem_bytes, stream>>>(p);
-  return cudaGetLastError();
-}
-
 /// Launches the decode kernel and, with more than one split, the combine (both on `stream`).
 template <int D, class T>
 void launch_decode(const DecodeParams& p, cudaStream_t stream) {
-  cudaError_t err = p.bulk ? launch_decode_kernel<D, T, true>(p, stream) : launch_decode_kernel<D, T, false>(p, stream);
+  using F = DecodeShape<D>;
+  const std::int64_t blocks = std::int64_t(p.splits) * p.row_tiles * p.a.shape.heads_kv * p.a.shape.batch;
+  auto kernel = decode_kernel<D, T>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, F::smem_bytes);
+  if (err == cudaSuccess) {
+    kernel<<<static_cast<unsigned>(blocks), F::threads, F::smem_bytes, stream>>>(p);
+    err = cudaGetLastError();
+  }
   if (err == cudaSuccess && p.splits > 1) {
     const std::int64_t rows = p.a.shape.batch * p.a.shape.heads_kv * p.packed_rows;
     combine_kernel<D, T><<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(p);

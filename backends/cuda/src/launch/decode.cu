@@ -1,7 +1,6 @@
 // kfa::cuda::supports_kvcache / forward_kvcache: which KV-cache calls the split-KV decode kernel takes,
 // how many splits a call gets, its fp32 workspace for the partial states, and the dispatch from
-// (head_dim, dtype) to the instance in its own translation unit. On sm_90 devices the kernel's bulk-copy
-// producer runs (KFA_CUDA_DECODE=cpasync forces the cp.async one, for comparisons).
+// (head_dim, dtype) to the instance in its own translation unit.
 //
 // Splits: a block streams the keys of one split of one (sequence, KV head, packed row tile). With too
 // few such tiles to fill the device, the keys are split so that the grid's waves are nearly full (the
@@ -14,8 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -34,30 +31,21 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream);
 
 namespace {
 
-/// The bulk-copy producer on sm_90 devices unless KFA_CUDA_DECODE=cpasync.
-bool use_bulk() {
-  static const bool forced_cpasync = [] {
-    const char* e = std::getenv("KFA_CUDA_DECODE");
-    return e != nullptr && std::strcmp(e, "cpasync") == 0;
-  }();
-  return !forced_cpasync && device_attribute<cudaDevAttrComputeCapabilityMajor>() == 9;
-}
-
 /// Shared memory of the decode kernel for head_dim d (0 when no instance exists for d).
-int decode_smem_bytes(std::int64_t d, bool bulk) {
+int decode_smem_bytes(std::int64_t d) {
   switch (d) {
 #define KFA_CASE(D) \
-  case D: return bulk ? decode::DecodeShape<D, true>::smem_bytes : decode::DecodeShape<D, false>::smem_bytes;
+  case D: return decode::DecodeShape<D>::smem_bytes;
     KFA_CUDA_DECODE_DIMS(KFA_CASE)
 #undef KFA_CASE
     default: return 0;
   }
 }
 
-int blocks_per_sm(std::int64_t d, bool bulk) {
+int blocks_per_sm(std::int64_t d) {
   switch (d) {
 #define KFA_CASE(D) \
-  case D: return bulk ? decode::DecodeShape<D, true>::blocks_per_sm : decode::DecodeShape<D, false>::blocks_per_sm;
+  case D: return decode::DecodeShape<D>::blocks_per_sm;
     KFA_CUDA_DECODE_DIMS(KFA_CASE)
 #undef KFA_CASE
     default: return 1;
@@ -66,8 +54,8 @@ int blocks_per_sm(std::int64_t d, bool bulk) {
 
 /// Splits of each sequence's keys for `tiles` blocks' worth of (sequence, KV head, row tile) work of
 /// `key_tiles` key tiles each.
-int choose_splits(std::int64_t tiles, std::int64_t key_tiles, std::int64_t d, bool bulk) {
-  const std::int64_t slots = std::int64_t(std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>())) * blocks_per_sm(d, bulk);
+int choose_splits(std::int64_t tiles, std::int64_t key_tiles, std::int64_t d) {
+  const std::int64_t slots = std::int64_t(std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>())) * blocks_per_sm(d);
   if (tiles >= slots * 8 / 10 || key_tiles <= 1) return 1;
   const int max_splits = static_cast<int>(std::min<std::int64_t>({128, key_tiles, (2 * slots + tiles - 1) / tiles}));
   auto efficiency = [&](int s) {
@@ -125,7 +113,7 @@ bool supports_kvcache(const detail::KvCacheArgs& k) {
   const detail::ForwardArgs& a = k.attn;
   if (a.dtype != detail::DType::f16 && a.dtype != detail::DType::bf16) return false;
   if (!a.kv.enabled() || a.varlen.enabled() || a.score.blocks.enabled() || a.score.dropout_p > 0.0f) return false;
-  const int smem = decode_smem_bytes(a.shape.head_dim, use_bulk());
+  const int smem = decode_smem_bytes(a.shape.head_dim);
   if (smem == 0 || smem > device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) return false;
   if (!(a.score.scale > 0.0)) return false;  // the online softmax tracks the maximum of the raw scores
   if (a.shape.seqlen_k >= (std::int64_t(1) << 30) || a.shape.seqlen_q >= (std::int64_t(1) << 24)) return false;
@@ -143,11 +131,10 @@ void forward_kvcache(const detail::KvCacheArgs& k, cudaStream_t stream) {
   p.packed_rows = static_cast<int>(p.group * s.seqlen_q);
   p.row_tiles = (p.packed_rows + 15) / 16;
   p.scale_log2 = static_cast<float>(p.a.score.scale * 1.4426950408889634);
-  p.bulk = use_bulk();
   const std::int64_t tiles = s.batch * s.heads_kv * p.row_tiles;
   const std::int64_t key_tiles = (s.seqlen_k + 63) / 64;
   p.splits = k.num_splits > 0 ? static_cast<int>(std::min<std::int64_t>(k.num_splits, std::max<std::int64_t>(key_tiles, 1)))
-                              : choose_splits(tiles, key_tiles, s.head_dim, p.bulk);
+                              : choose_splits(tiles, key_tiles, s.head_dim);
   p.splits = std::max(1, std::min(p.splits, 1024));
   void* ws = nullptr;
   if (p.splits > 1) {
