@@ -2,8 +2,8 @@
 # The library built for Kokkos::HIP on a machine without an AMD GPU (ci/hip_compile_check.sh covers the
 # native kernels alone). For each architecture of KFA_HIP_KOKKOS_ARCHS:
 #   1. configures kfa with hipcc as the C++ compiler and KFA_KOKKOS_DEVICE=HIP, so that kfa builds
-#      Kokkos 4.6.01 (the oldest Kokkos kfa supports, and the newest that accepts ROCm 5.x: Kokkos 5
-#      needs ROCm >= 6.2) from the pinned tarball in KFA_DEPS_DIR, Serial host, rocThrust off, as C++17
+#      Kokkos 4.6.01 (the oldest Kokkos kfa supports; it accepts ROCm 5.x, Kokkos 5 needs ROCm >= 6.2)
+#      from the pinned tarball in KFA_DEPS_DIR, Serial host, rocThrust off, as C++17
 #      (cmake/kfaDependencies.cmake says why), while kfa and its tests compile as C++20;
 #   2. builds the library (the portable algorithm and the dispatcher instantiated for Kokkos::HIP,
 #      linked with the native kernels of backends/hip), the Kokkos suite kfa-tests-hip, installs kfa
@@ -15,8 +15,8 @@
 # gfx90a only: Kokkos 4.6.01's HIP backend does not compile for AMD_GFX940 (Kokkos_HIP_IsXnack.hpp
 # has no return for it) and ROCm 5.2 cannot target gfx942; ci/hip_compile_check.sh builds the native
 # kernels for both gfx90a and gfx940.
-# Catch2 is taken installed when CMAKE_PREFIX_PATH has it, else built once with the host C++
-# compiler into $work/catch2 (clang 15 in HIP mode cannot parse Catch2's <regex> as C++20).
+# Catch2 is built once with the host C++ compiler into $work/catch2 and found there by kfa (hipcc, the
+# project's compiler here, cannot compile Catch2's <regex> as C++20 in HIP mode).
 #   ci/hip_kokkos_check.sh   env: KFA_HIP_KOKKOS_ARCHS ("gfx90a"), KFA_DEPS_DIR, JOBS (2),
 #                            KFA_HIP_KOKKOS_DIR (build/hip-kokkos), KFA_CMAKE_ARGS
 set -euo pipefail
