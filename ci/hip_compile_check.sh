@@ -11,8 +11,8 @@
 #      wavefront emulator of tests/hip/emulator (the --quick case subset, both element types,
 #      forward and backward, judged against fp64 with the tolerance rule).
 # The host suite of the MFMA model (kfa-tests-hip-host) needs no hipcc: scripts/test.sh builds and runs
-# it with the other host suites. The Kokkos-based suite (tests/hip, needs a HIP Kokkos, i.e. ROCm >=
-# 6.2) is not built here.
+# it with the other host suites. The library built for Kokkos::HIP and the Kokkos-based suite
+# (tests/hip) are ci/hip_kokkos_check.sh's.
 # Kokkos is only configured (the one scripts/test.sh installed under build/install, else any installed
 # Kokkos, else the pinned tarball in KFA_DEPS_DIR); none of the targets built here compiles Kokkos.
 #   ci/hip_compile_check.sh   env: KFA_HIP_ARCHS ("gfx90a;gfx940"), KFA_DEPS_DIR, JOBS (2),
