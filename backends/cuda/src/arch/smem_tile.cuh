@@ -88,34 +88,6 @@ __device__ __forceinline__ void load_tile_rows_async(std::uint32_t dst, RowPtr&&
   }
 }
 
-/// The same copy for rows that come in runs of 2^run_log2 consecutive, equally spaced rows (row stride
-/// `ld`), each run anywhere (the pages of a paged KV cache): run_ptr(r) gives the first element of
-/// row r for r at the start of a run (asked only for r < valid_rows); other rows are zero. Each
-/// thread walks down its chunk column and asks for a run's address once, so runs must be at least
-/// Threads / (D / 8) rows long.
-template <int D, int Rows, int Threads, class T, class RunPtr>
-__device__ __forceinline__ void load_tile_runs_async(std::uint32_t dst, RunPtr&& run_ptr, std::int64_t ld, int run_log2,
-                                                     int valid_rows, const T* any_valid) {
-  using Tile = SwizzledTile<D>;
-  static_assert(Threads % Tile::chunks == 0 && Rows % (Threads / Tile::chunks) == 0, "whole passes of the block's threads");
-  constexpr int step = Threads / Tile::chunks;
-  const int r = static_cast<int>(threadIdx.x) / Tile::chunks, c = static_cast<int>(threadIdx.x) % Tile::chunks;
-  const std::uint32_t d0 = dst + Tile::chunk_offset(r, c);
-  const int run_mask = (1 << run_log2) - 1;
-  const T* p = any_valid;
-#pragma unroll
-  for (int k = 0; k < Rows / step; ++k) {
-    const int row = r + k * step;
-    const bool ok = row < valid_rows;
-    if ((row & run_mask) < step) {
-      if (ok) p = static_cast<const T*>(run_ptr(row));
-    } else {
-      p += step * ld;
-    }
-    ptx::cp_async_16(d0 + k * step * Tile::row_bytes, ok ? p + c * 8 : any_valid, ok);
-  }
-}
-
 // ---- the same tile spelled by its column count COLS (a multiple of 64: no row padding)
 
 /// Byte address of chunk `chunk` of row `row` of the tile at `base`.

@@ -84,14 +84,9 @@ __global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::block
   const T* k_base = static_cast<const T*>(a.k.data);
   const T* v_base = static_cast<const T*>(a.v.data);
   // A tile's rows are equally spaced when the cache is contiguous or its pages hold whole tiles (page
-  // size a multiple of block_n): then one base address and the pointer-bumping loader. Smaller pages
-  // of a power-of-two size (at least a loader pass of rows) are runs of equally spaced rows, one page
-  // lookup per run; other page sizes look up every row.
-  constexpr int pass_rows = F::threads / Tile::chunks;
-  const int ps = a.kv.page_size;
-  const bool whole_tiles = !a.kv.paged() || ps % BN == 0;
-  const bool page_runs = !whole_tiles && ps >= pass_rows && (ps & (ps - 1)) == 0;
-  const int run_log2 = page_runs ? 31 - __clz(ps) : 0;
+  // size a multiple of block_n): then one base address and the pointer-bumping loader; otherwise
+  // (small or odd pages) every row's address comes from the page table.
+  const bool whole_tiles = !a.kv.paged() || a.kv.page_size % BN == 0;
   auto load_tile = [&](int it) {
     const std::int64_t col0 = (t_begin + it) * BN;
     const int valid = static_cast<int>(tile.shape.seqlen_k - col0 < BN ? tile.shape.seqlen_k - col0 : BN);
@@ -101,14 +96,6 @@ __global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::block
       load_tile_async<D, BN, F::threads>(slot, k_base + detail::key_row_offset(a.k, kr, tile.head_kv), a.k.stride_s, valid);
       load_tile_async<D, BN, F::threads>(slot + F::tile_bytes, v_base + detail::key_row_offset(a.v, kr, tile.head_kv),
                                          a.v.stride_s, valid);
-    } else if (page_runs) {
-      load_tile_runs_async<D, BN, F::threads>(
-          slot, [&](int r) { return k_base + detail::key_row_offset(a.k, a.kv, tile.batch, col0 + r, tile.head_kv); },
-          a.k.stride_s, run_log2, valid, k_base);
-      load_tile_runs_async<D, BN, F::threads>(
-          slot + F::tile_bytes,
-          [&](int r) { return v_base + detail::key_row_offset(a.v, a.kv, tile.batch, col0 + r, tile.head_kv); },
-          a.v.stride_s, run_log2, valid, v_base);
     } else {
       load_tile_rows_async<D, BN, F::threads>(
           slot, [&](int r) { return k_base + detail::key_row_offset(a.k, a.kv, tile.batch, col0 + r, tile.head_kv); },
