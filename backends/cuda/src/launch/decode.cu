@@ -5,7 +5,11 @@
 // Splits: a block streams the keys of one split of one (sequence, KV head, packed row tile). With too
 // few such tiles to fill the device, the keys are split so that the grid's waves are nearly full (the
 // rule of FlashAttention's num_splits_heuristic: the smallest split count whose wave efficiency is
-// within 85% of the best), never below one key tile per split.
+// within 85% of the best), never below one key tile per split. A wave is one block per SM, not the
+// two that fit: on an H200 one streaming block per SM already reads at the copy bandwidth, and
+// fewer, longer splits pay the per-block start and the merge less often (docs/performance-decode.md:
+// batch 1 x 131072 read 3715 GB/s with 16 splits against 3394 with 33; 8 x 65536 4295 with 2 against
+// 4122 with 4).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -42,20 +46,10 @@ int decode_smem_bytes(std::int64_t d) {
   }
 }
 
-int blocks_per_sm(std::int64_t d) {
-  switch (d) {
-#define KFA_CASE(D) \
-  case D: return decode::DecodeShape<D>::blocks_per_sm;
-    KFA_CUDA_DECODE_DIMS(KFA_CASE)
-#undef KFA_CASE
-    default: return 1;
-  }
-}
-
 /// Splits of each sequence's keys for `tiles` blocks' worth of (sequence, KV head, row tile) work of
 /// `key_tiles` key tiles each.
-int choose_splits(std::int64_t tiles, std::int64_t key_tiles, std::int64_t d) {
-  const std::int64_t slots = std::int64_t(std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>())) * blocks_per_sm(d);
+int choose_splits(std::int64_t tiles, std::int64_t key_tiles) {
+  const std::int64_t slots = std::max(1, device_attribute<cudaDevAttrMultiProcessorCount>());
   if (tiles >= slots * 8 / 10 || key_tiles <= 1) return 1;
   const int max_splits = static_cast<int>(std::min<std::int64_t>({128, key_tiles, (2 * slots + tiles - 1) / tiles}));
   auto efficiency = [&](int s) {
@@ -134,7 +128,7 @@ void forward_kvcache(const detail::KvCacheArgs& k, cudaStream_t stream) {
   const std::int64_t tiles = s.batch * s.heads_kv * p.row_tiles;
   const std::int64_t key_tiles = (s.seqlen_k + 63) / 64;
   p.splits = k.num_splits > 0 ? static_cast<int>(std::min<std::int64_t>(k.num_splits, std::max<std::int64_t>(key_tiles, 1)))
-                              : choose_splits(tiles, key_tiles, s.head_dim);
+                              : choose_splits(tiles, key_tiles);
   p.splits = std::max(1, std::min(p.splits, 1024));
   void* ws = nullptr;
   if (p.splits > 1) {
