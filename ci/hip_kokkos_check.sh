@@ -15,9 +15,8 @@
 # gfx90a only: Kokkos 4.6.01's HIP backend does not compile for AMD_GFX940 (Kokkos_HIP_IsXnack.hpp
 # has no return for it) and ROCm 5.2 cannot target gfx942; ci/hip_compile_check.sh builds the native
 # kernels for both gfx90a and gfx940.
-# Catch2 comes from the install of scripts/test.sh (build/install, host compiler), else it is built once
-# with the host C++ compiler into $work/catch2 (hipcc, the project's compiler here, cannot compile
-# Catch2's <regex> as C++20 in HIP mode).
+# Catch2 is built once with the host C++ compiler into $work/catch2 and found there by kfa (hipcc, the
+# project's compiler here, cannot compile Catch2's <regex> as C++20 in HIP mode).
 #   ci/hip_kokkos_check.sh   env: KFA_HIP_KOKKOS_ARCHS ("gfx90a"), KFA_DEPS_DIR, JOBS (2),
 #                            KFA_HIP_KOKKOS_DIR (build/hip-kokkos), KFA_CMAKE_ARGS
 set -euo pipefail
@@ -45,11 +44,7 @@ command -v ninja > /dev/null && gen=(-G Ninja)
 
 # Catch2 for the suite, compiled by the host compiler (the suite links it; same libstdc++ ABI)
 catch2="$work/catch2/install"
-installed="${KFA_BUILD_ROOT:-$root/build}/install"
-if ls "$installed"/lib*/cmake/Catch2/Catch2Config.cmake > /dev/null 2>&1; then
-  catch2="$installed"
-  say "using the Catch2 installed under $installed"
-elif [ ! -f "$catch2/.complete" ]; then
+if [ ! -f "$catch2/.complete" ]; then
   say "building Catch2 3.7.1 with the host compiler into $catch2"
   rm -rf "$work/catch2"
   mkdir -p "$work/catch2"
