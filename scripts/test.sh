@@ -27,6 +27,7 @@ cmake -S "$root/examples/consumer" -B "$out/consumer" "${gen[@]}" -DCMAKE_BUILD_
   -DCMAKE_PREFIX_PATH="$out/install"
 cmake --build "$out/consumer" --parallel "$jobs"
 "$out/consumer/kfa-consumer"
+[ -x "$out/consumer/kfa-consumer-c" ] && "$out/consumer/kfa-consumer-c"  # the C API, through the installed package
 
 if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
