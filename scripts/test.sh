@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds kfa and runs every test suite this machine can run:
-#   1. the host suites (Serial + OpenMP) in a Release build,
+#   1. the host suites (Serial + OpenMP) and the Fortran test in a Release build (gfortran is installed
+#      when missing and apt-get can),
 #   2. an install + a tiny consumer project that does find_package(kfa),
 #   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer,
 #   4. with an NVIDIA GPU present: a Kokkos-CUDA build with the native CUDA backend and its suites.
@@ -16,6 +17,18 @@ extra=(${KFA_CMAKE_ARGS:-})
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 step() { printf '\n== %s ==\n' "$*"; }
 
+# The Fortran module, its example and test need gfortran: installed here when missing (Debian/Ubuntu);
+# without it the builds go on and CMake skips them.
+if ! command -v gfortran >/dev/null && command -v apt-get >/dev/null; then
+  mkdir -p "$out"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -q)
+  { "${apt[@]}" install gfortran || { "${apt[@]}" update && "${apt[@]}" install gfortran; }; } \
+    >"$out/gfortran.apt.log" 2>&1 || true
+  command -v gfortran >/dev/null || echo "gfortran could not be installed ($out/gfortran.apt.log): no Fortran module"
+fi
+
 step "Release build and host test suites"
 cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
@@ -28,6 +41,7 @@ cmake -S "$root/examples/consumer" -B "$out/consumer" "${gen[@]}" -DCMAKE_BUILD_
 cmake --build "$out/consumer" --parallel "$jobs"
 "$out/consumer/kfa-consumer"
 [ -x "$out/consumer/kfa-consumer-c" ] && "$out/consumer/kfa-consumer-c"  # the C API, through the installed package
+[ -x "$out/consumer/kfa-consumer-fortran" ] && "$out/consumer/kfa-consumer-fortran"  # the Fortran module, likewise
 
 if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
