@@ -41,7 +41,7 @@ int main(void) {
     fprintf(stderr, "kfa failed (%d): %s\n", (int)st, kfa_last_error());
     return 1;
   }
-  const size_t mid = n / 2 + 5;  /* a row in the middle of the first batch, past its first keys */
+  const size_t mid = n / 4 + 5;  /* row N / 2 of the first batch: it sees N / 2 + 1 keys */
   printf("o = %f, lse = %f, dq = %f at element %zu\n", o[mid], lse[N / 2], dq[mid], mid);
   kfa_context_destroy(ctx);
   kfa_finalize();
