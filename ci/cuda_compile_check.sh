@@ -4,8 +4,9 @@
 # Hopper forward for sm_90a), the GPU test suite and the GPU benchmark; then checks that the native
 # kernels use the Tensor Cores (HMMA in the SASS when cuobjdump is installed, else mma.sync/ldmatrix/
 # cp.async in the PTX; wgmma/TMA/setmaxnreg in the Hopper kernel's PTX, with no spills in its
-# resource report) and that the GPU suite reports itself skipped (not failed) without a device. An installed Catch2 (KFA_PREFIX_PATH,
-# default /opt/kfa-deps) is used when present; an installed Kokkos never is (it must have CUDA).
+# resource report) and that the GPU suite reports itself skipped (not failed) without a device. Catch2 is
+# the host-compiled one of ci/host_catch2.sh (or one installed under KFA_PREFIX_PATH); an installed
+# Kokkos never is used (it must have CUDA).
 #   ci/cuda_compile_check.sh            env: KFA_DEPS_DIR, CUDA_HOME (default /usr/local/cuda), JOBS (2)
 # Measured on the 2-core build machine while other builds shared it (load 6-9), with the backward
 # kernels and their tests included: 12.2 min wall / 7.7 min CPU with an installed Catch2, 19.6 min wall /
@@ -24,12 +25,13 @@ if [ ! -x "$cuda_home/bin/nvcc" ]; then
 fi
 export PATH="$cuda_home/bin:$PATH"
 mkdir -p "$work"
+catch2="$(KFA_DEPS_DIR="$deps" JOBS="$jobs" bash "$root/ci/host_catch2.sh" | tail -1)"
 # nvcc_wrapper comes with the Kokkos sources, which the configure step would only unpack later.
 tar -xzf "$deps/kokkos-5.0.2.tar.gz" -C "$work" kokkos-5.0.2/bin/nvcc_wrapper
 cmake -S "$root" -B "$work/build" -G Ninja \
   -DCMAKE_CXX_COMPILER="$work/kokkos-5.0.2/bin/nvcc_wrapper" \
   -DKFA_DEPS_DIR="$deps" -DKFA_KOKKOS_DEVICE=CUDA -DKFA_KOKKOS_ARCH=HOPPER90 \
-  -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TOOLS=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-/opt/kfa-deps}" \
+  -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TOOLS=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-$catch2;/opt/kfa-deps}" \
   -DCMAKE_DISABLE_FIND_PACKAGE_Kokkos=ON > "$work/configure.log"
 ninja -C "$work/build" -j"$jobs" kfa kfa_cuda kfa-tests-cuda kfa-gpu-probe kfa-gpu-bench kfa-feature-bench \
   kfa-cuda-fwd-check kfa-cuda-bwd-check

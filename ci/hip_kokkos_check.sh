@@ -15,8 +15,8 @@
 # gfx90a only: Kokkos 4.6.01's HIP backend does not compile for AMD_GFX940 (Kokkos_HIP_IsXnack.hpp
 # has no return for it) and ROCm 5.2 cannot target gfx942; ci/hip_compile_check.sh builds the native
 # kernels for both gfx90a and gfx940.
-# Catch2 is built once with the host C++ compiler into $work/catch2 and found there by kfa (hipcc, the
-# project's compiler here, cannot compile Catch2's <regex> as C++20 in HIP mode).
+# Catch2 comes from ci/host_catch2.sh (built once with the host C++ compiler: hipcc, the project's
+# compiler here, cannot compile Catch2's <regex> as C++20 in HIP mode).
 #   ci/hip_kokkos_check.sh   env: KFA_HIP_KOKKOS_ARCHS ("gfx90a"), KFA_DEPS_DIR, JOBS (2),
 #                            KFA_HIP_KOKKOS_DIR (build/hip-kokkos), KFA_CMAKE_ARGS
 set -euo pipefail
@@ -42,22 +42,8 @@ hipcc_bin="$(command -v hipcc)"
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
 
-# Catch2 for the suite, compiled by the host compiler (the suite links it; same libstdc++ ABI)
-catch2="$work/catch2/install"
-if [ ! -f "$catch2/.complete" ]; then
-  say "building Catch2 3.7.1 with the host compiler into $catch2"
-  rm -rf "$work/catch2"
-  mkdir -p "$work/catch2"
-  tar -xzf "$deps/Catch2-3.7.1.tar.gz" -C "$work/catch2"
-  cmake -S "$work/catch2/Catch2-3.7.1" -B "$work/catch2/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CXX_STANDARD=20 -DCATCH_INSTALL_DOCS=OFF -DCATCH_INSTALL_EXTRAS=OFF \
-    -DCMAKE_INSTALL_PREFIX="$catch2" > "$work/catch2/configure.log"
-  cmake --build "$work/catch2/build" --parallel "$jobs" > "$work/catch2/build.log" ||
-    { tail -30 "$work/catch2/build.log"; say "Catch2 build FAILED"; exit 1; }
-  cmake --install "$work/catch2/build" > /dev/null
-  rm -rf "$work/catch2/build" "$work/catch2/Catch2-3.7.1"
-  touch "$catch2/.complete"
-fi
+# Catch2 for the suite, compiled by the host compiler (ci/host_catch2.sh; the suite links it)
+catch2="$(KFA_DEPS_DIR="$deps" JOBS="$jobs" bash "$root/ci/host_catch2.sh" | tail -1)"
 
 IFS=';' read -r -a arch_list <<< "$archs"
 for arch in "${arch_list[@]}"; do
