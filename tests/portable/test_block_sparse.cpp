@@ -39,7 +39,7 @@ void check_mask(const Dims& n, RefOptions opt, const kfa::BlockMask& mask, Featu
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("block-sparse: random block matrices, block sizes, broadcast, GQA, causal", "[block_sparse]",
+TEMPLATE_LIST_TEST_CASE("block-sparse: random block matrices, block sizes, broadcast, GQA, causal", "[block_sparse][sweep]",
                         HostCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
@@ -212,7 +212,7 @@ TEST_CASE("block-sparse: invalid masks are rejected with a clear error", "[block
 
 // ---- backward ----
 
-TEMPLATE_LIST_TEST_CASE("block-sparse: backward with random block matrices, broadcast, GQA, causal", "[block_sparse][backward]",
+TEMPLATE_LIST_TEST_CASE("block-sparse: backward with random block matrices, broadcast, GQA, causal", "[block_sparse][backward][sweep]",
                         HostCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;

@@ -219,7 +219,7 @@ TEST_CASE("dropout: the fp64 reference gradients match finite differences with t
   CHECK(worst < 1e-6 * std::max(1.0, scale));
 }
 
-TEMPLATE_LIST_TEST_CASE("dropout: backward against the fp64 reference with the same mask", "[dropout][backward]",
+TEMPLATE_LIST_TEST_CASE("dropout: backward against the fp64 reference with the same mask", "[dropout][backward][sweep]",
                         HostCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;

@@ -17,7 +17,7 @@ TEMPLATE_LIST_TEST_CASE("forward: sequence lengths with tile remainders", "[forw
   check_forward<S, T>({2, sq, sk, 2, 2, 64}, o);
 }
 
-TEMPLATE_LIST_TEST_CASE("forward: long sequence", "[forward]", HostCases) {
+TEMPLATE_LIST_TEST_CASE("forward: long sequence", "[forward][sweep]", HostCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
   RefOptions o;

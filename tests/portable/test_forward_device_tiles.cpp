@@ -29,7 +29,7 @@ void check(const Dims& n, const RefOptions& o, bool bhsd = false, double magnitu
 }  // namespace
 
 #ifdef KOKKOS_ENABLE_SERIAL
-TEMPLATE_LIST_TEST_CASE("device tiles: sequence lengths, head dimensions, causal", "[forward][device_tiles]",
+TEMPLATE_LIST_TEST_CASE("device tiles: sequence lengths, head dimensions, causal", "[forward][device_tiles][sweep]",
                         SerialCases) {
   using T = typename TestType::value;
   const auto [sq, sk] = GENERATE(table<std::int64_t, std::int64_t>({{1, 1}, {17, 17}, {64, 64}, {129, 127}, {200, 333}}));

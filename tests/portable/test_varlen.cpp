@@ -116,7 +116,7 @@ TEST_CASE("varlen: invalid prefix sums and extents are rejected before anything 
 
 // ---- backward ----
 
-TEMPLATE_LIST_TEST_CASE("varlen: backward with empty sequences, GQA, causal", "[varlen][backward]", HostCases) {
+TEMPLATE_LIST_TEST_CASE("varlen: backward with empty sequences, GQA, causal", "[varlen][backward][sweep]", HostCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
   const auto [heads, heads_kv] = GENERATE(table<std::int64_t, std::int64_t>({{4, 4}, {4, 1}}));
