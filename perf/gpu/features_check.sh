@@ -9,7 +9,8 @@
 #      kernels the suites run once more under, forced), EXTRA_SUITE (another filter, run once),
 #      EXTRA_ENV (its environment, e.g. KFA_CUDA_DECODE=cpasync), SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
 #      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
-#      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth)
+#      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth),
+#      BWD=1 (the native backward's bwd_check --bench beside the peers' dense fwd + bwd; needs TOOLS=1)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -106,6 +107,30 @@ for r in rows:
     print(f"{str(r['B']) + ' x ' + str(r['seqlen_k']):>14} {r['page']:>5} {r['gbs']:9.0f} {r['gbs'] / copy:8.2f} {ratio(c):>9} {ratio(f):>7} {r['ms']:8.4f} {r.get('checked_ms', float('nan')):10.4f}")
 for k, v in sorted(peers.items()):
     print(f"peer {k[0]} B {k[1]} seqlen_k {k[2]}: {v:.0f} GB/s ({v / copy:.2f} of copy)")
+PY
+fi
+if [ "${BWD:-0}" = 1 ]; then
+  timeout 200 "$build/backends/cuda/kfa-cuda-bwd-check" --bench > "$out/kfa_bwd.txt" 2> "$out/kfa_bwd.err"
+  echo "kfa bwd bench: rc=$?"
+  [ "${SKIP_PEERS:-0}" = 1 ] || timeout 300 python3 "$deps/tools/peer_feature_bench.py" dense > "$out/peers_dense.jsonl" 2> "$out/peers_dense.err"
+  python3 - "$out/kfa_bwd.txt" "$out/peers_dense.jsonl" <<'PY' | tee -a "$out/table.txt"
+import json, sys
+peers = {}
+try:
+    for l in open(sys.argv[2]):
+        if l.startswith("{"):
+            r = json.loads(l); peers[(r["peer"], r["d"], r["causal"], r["n"])] = r["bwd_tflops"]
+except FileNotFoundError:
+    pass
+print("\nnative backward (FA2 paper setup, bf16), TFLOP/s; peers from peer_feature_bench.py dense in this call")
+print(f"{'d':>4} {'causal':>6} {'n':>6} {'kfa':>7} {'kfa det':>8} {'fa2':>7} {'cudnn':>7} {'vs fa2':>7} {'vs cudnn':>8}")
+for l in open(sys.argv[1]):
+    w = l.split()
+    if len(w) < 9 or not w[0].isdigit(): continue
+    d, causal, n, tf, tdet = int(w[0]), int(w[1] == "yes"), int(w[2]), float(w[6]), float(w[8])
+    f, c = peers.get(("fa2", d, causal, n)), peers.get(("cudnn", d, causal, n))
+    ratio = lambda p: f"{tf / p:.2f}x" if p else "-"
+    print(f"{d:>4} {causal:>6} {n:>6} {tf:7.1f} {tdet:8.1f} {f or float('nan'):7.1f} {c or float('nan'):7.1f} {ratio(f):>7} {ratio(c):>8}")
 PY
 fi
 # compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"

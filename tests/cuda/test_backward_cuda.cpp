@@ -32,7 +32,7 @@ void expect_pass(const Case& c) {
 }  // namespace
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: head_dim, causal and GQA/MQA", "[cuda][native][backward]", BackwardTypes) {
-  const std::int64_t d = GENERATE(64, 128);
+  const std::int64_t d = GENERATE(64, 128, 256);
   const auto [heads, heads_kv] = GENERATE(table<std::int64_t, std::int64_t>({{4, 4}, {4, 2}, {4, 1}}));
   const bool causal = GENERATE(false, true);
   expect_pass<TestType>(Case{2, 150, 150, heads, heads_kv, d, causal});
@@ -40,20 +40,21 @@ TEMPLATE_LIST_TEST_CASE("cuda backward: head_dim, causal and GQA/MQA", "[cuda][n
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: odd sequence lengths", "[cuda][native][backward]", BackwardTypes) {
   const std::int64_t n = GENERATE(1, 17, 129, 1000);
-  const std::int64_t d = GENERATE(64, 128);
+  const std::int64_t d = GENERATE(64, 128, 256);
   const bool causal = GENERATE(false, true);
   expect_pass<TestType>(Case{1, n, n, 2, 1, d, causal});
 }
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: long sequence", "[cuda][native][backward]", BackwardTypes) {
-  expect_pass<TestType>(Case{1, 4097, 4097, 1, 1, 64, true});
+  const std::int64_t d = GENERATE(64, 256);
+  expect_pass<TestType>(Case{1, 4097, 4097, 1, 1, d, true});
 }
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: seqlen_q != seqlen_k, fully masked rows give zero gradients",
                         "[cuda][native][backward]", BackwardTypes) {
   // causal with more queries than keys: the first seqlen_q - seqlen_k rows see no key (lse = -inf)
   const auto [sq, sk] = GENERATE(table<std::int64_t, std::int64_t>({{50, 130}, {200, 77}, {1, 257}, {257, 1}, {17, 4097}}));
-  const std::int64_t d = GENERATE(64, 128);
+  const std::int64_t d = GENERATE(64, 128, 256);
   const bool causal = GENERATE(false, true);
   expect_pass<TestType>(Case{2, sq, sk, 2, 1, d, causal});
 }
@@ -61,7 +62,8 @@ TEMPLATE_LIST_TEST_CASE("cuda backward: seqlen_q != seqlen_k, fully masked rows 
 TEMPLATE_LIST_TEST_CASE("cuda backward: sliding windows", "[cuda][native][backward]", BackwardTypes) {
   const std::int64_t wl = GENERATE(0, 20, 130);
   const std::int64_t wr = GENERATE(-1, 0, 7);
-  expect_pass<TestType>(Case{1, 300, 280, 2, 1, 64, false, wl, wr});
+  const std::int64_t d = GENERATE(64, 256);
+  expect_pass<TestType>(Case{1, 300, 280, 2, 1, d, false, wl, wr});
 }
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: large scores", "[cuda][native][backward]", BackwardTypes) {
@@ -76,7 +78,7 @@ TEMPLATE_LIST_TEST_CASE("cuda backward: [b, h, s, d] strides, strided lse, calle
 
 TEMPLATE_LIST_TEST_CASE("cuda backward: deterministic mode is bitwise stable", "[cuda][native][backward]",
                         BackwardTypes) {
-  const std::int64_t d = GENERATE(64, 128);
+  const std::int64_t d = GENERATE(64, 128, 256);
   const bool causal = GENERATE(false, true);
   // check_case repeats a deterministic call three times and compares the bytes of dq, dk and dv
   expect_pass<TestType>(Case{1, 300, 300, 4, 2, d, causal, -1, -1, false, 1.0, true});

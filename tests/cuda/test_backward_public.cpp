@@ -11,7 +11,7 @@ using namespace kfa::test;
 TEMPLATE_LIST_TEST_CASE("cuda backward (public API): head_dim, causal, GQA, deterministic", "[cuda][backward]",
                         CudaTensorCoreCases) {
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 96);
+  const std::int64_t d = GENERATE(64, 128, 96, 256);
   const auto [heads, heads_kv] = GENERATE(table<std::int64_t, std::int64_t>({{4, 4}, {4, 1}}));
   RefOptions o;
   o.causal = GENERATE(false, true);

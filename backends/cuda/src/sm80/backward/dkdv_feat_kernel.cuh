@@ -19,13 +19,14 @@
 namespace kfa::cuda::bwd {
 
 /// The block mask's answers for a dK/dV warp's S^T fragment (keys key0 + [0, 32) in rows, queries
-/// q0 + [0, 32) in columns, positions in the sequence), in dropout_keep_st's bit layout.
+/// q0 + [0, 8 NJ) in columns, positions in the sequence), in dropout_keep_st's bit layout.
+template <int NJ>
 __device__ __forceinline__ std::uint32_t block_mask_st(const kfa::detail::BlockSparseSpec& m, std::int64_t batch,
                                                     std::int64_t h, std::int64_t q0, std::int64_t key0,
                                                     std::int64_t seqlen_q, int g, int t) {
   std::uint32_t allow = 0;
 #pragma unroll 1
-  for (int je = 0; je < 8; ++je) {  // query column 8 j + 2 t + e1
+  for (int je = 0; je < 2 * NJ; ++je) {  // query column 8 j + 2 t + e1
     const int j = je >> 1, e1 = je & 1;
     const std::int64_t row = q0 + 8 * j + 2 * t + e1;
     if (row >= seqlen_q || m.qblock_of(row) >= m.n_qblocks) continue;
@@ -51,9 +52,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
 
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int kw = warp % 4, half = warp / 4;
+  const int kw = warp % Cfg::kKeyWarps, cw = warp / Cfg::kKeyWarps;
   const int key_row0 = kw * 32;   // this warp's keys inside the CTA's block
-  const int d_col0 = half * KD;   // this warp's head dims of dK/dV
+  const int d_col0 = cw * KD;     // this warp's head dims of dK/dV
   // Positions, lengths and the walk's state are 32-bit here (sequences are shorter than 2^31), which
   // keeps the registers the features need below what the dense kernel's constant-bank operands save.
   const int n0 = static_cast<int>(blockIdx.x) * BK;
@@ -192,13 +193,13 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
     const int diag = n0 + key_row0 - m0 - (cst[2] - cst[1]);  // (key - query - shift) at local (0, 0)
 #pragma unroll
     for (int pass = 0; pass < BQ / 64; ++pass) {
-      const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
+      const int q_col0 = pass * 64 + cw * SQ;  // this warp's query columns of S^T in this pass
       // The block mask's answers and the dropout keep bits of this warp's fragment (before the S^T
       // product, while few registers are live).
       std::uint32_t allow = ~0u, keep = ~0u;
       if (blocks_on && partial)
-        allow = block_mask_st(p.score.blocks, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, cst[1], g, t);
-      if (p.dropout.on) keep = dropout_keep_st(p.dropout, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, g, t);
+        allow = block_mask_st<SQ / 8>(p.score.blocks, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, cst[1], g, t);
+      if (p.dropout.on) keep = dropout_keep_st<SQ / 8>(p.dropout, b + p.score.batch_base, h, m0 + q_col0, n0 + key_row0, g, t);
       float s[2][SQ / 8][4];
       st_product<T, D, SQ>(s, sm.k(), key_row0, sQ, q_col0);
       std::uint32_t pk[2][SQ / 8][2];  // P^T as T pairs (times dx/d dot under softcap), what dS^T uses
@@ -237,20 +238,24 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
 
     if constexpr (kAtomicDq) {
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
-      float dq[2][Cfg::kDqCols / 8][4];
-      dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, wd);
       // accumulator rows in 32 bits (the workspace holds fewer than 2^31 rows)
       const int heads = static_cast<int>(p.shape.heads);
       const bool packed = p.varlen.enabled();
       const int rbase = packed ? cst[0] * heads + static_cast<int>(h) : (b * heads + static_cast<int>(h)) * cst[1];
       const int rstride = packed ? heads : 1;
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const int row = m0 + wq * 32 + mt * 16 + g;
-        float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * D + wd * Cfg::kDqCols + 2 * t;
-        float* acc_hi = acc + 8 * rstride * D;
-        const int sq = cst[1];
-        atomic_add_rows(acc, acc_hi, row < sq, row + 8 < sq, dq[mt]);
+      for (int part = 0; part < Cfg::kDqParts; ++part) {
+        const int col0 = wd * Cfg::kDqCols + part * Cfg::kDqPartCols;
+        float dq[2][Cfg::kDqPartCols / 8][4];
+        dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, col0);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const int row = m0 + wq * 32 + mt * 16 + g;
+          float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * D + col0 + 2 * t;
+          float* acc_hi = acc + 8 * rstride * D;
+          const int sq = cst[1];
+          atomic_add_rows(acc, acc_hi, row < sq, row + 8 < sq, dq[mt]);
+        }
       }
     }
     if (valid_next) sm.stash_stats(next_stats, buf ^ 1, tid);  // nobody reads buffer buf ^ 1 this step

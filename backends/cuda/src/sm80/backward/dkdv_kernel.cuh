@@ -1,11 +1,12 @@
 #pragma once
 // Main backward kernel (FlashAttention-2 partitioning): one CTA of 8 warps per (batch, kv head,
-// BK = 128 keys). K and V stay in shared memory; the CTA walks every query tile (of every query head
-// sharing the kv head, so GQA needs no reduction pass) that sees its keys, with Q/dO/lse/D
-// double-buffered through cp.async. Per query tile of BQ rows, warp w = (kw = w % 4, half = w / 4):
-//   1. S^T, dP^T for keys [32 kw, +32) x queries [64 pass + 32 half, +32)  (K Q^T and V dO^T)
+// BK keys: 128, or 64 for head_dim 256). K and V stay in shared memory; the CTA walks every query tile
+// (of every query head sharing the kv head, so GQA needs no reduction pass) that sees its keys, with
+// Q/dO/lse/D double-buffered through cp.async. Per query tile of BQ rows, warp w = (kw = w % KW,
+// cw = w / KW) of a KW x CW grid (DkdvConfig: 4 x 2 for BK 128, 2 x 4 for BK 64), SQ = 64 / CW:
+//   1. S^T, dP^T for keys [32 kw, +32) x queries [64 pass + SQ cw, +SQ)  (K Q^T and V dO^T)
 //   2. P^T = exp2(S^T * scale_log2 - lse * log2 e), dS^T = P^T (dP^T - D), both to shared memory
-//   3. dV, dK for keys [32 kw, +32) x head dims [half * D/2, +D/2)     (P^T dO and dS^T Q)
+//   3. dV, dK for keys [32 kw, +32) x head dims [cw * D/CW, +D/CW)     (P^T dO and dS^T Q)
 //   4. atomic path: dQ tile [BQ x D] += dS K over a (BQ/32) x (8 / (BQ/32)) warp grid, added into
 //      the fp32 accumulator with atomics; the deterministic path leaves dQ to dq_kernel.
 // Warp tiles of 32 rows let each shared-memory fragment feed two mma, which is what bounds the
@@ -28,9 +29,9 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   const auto& shape = p.shape;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int kw = warp % 4, half = warp / 4;
+  const int kw = warp % Cfg::kKeyWarps, cw = warp / Cfg::kKeyWarps;
   const int key_row0 = kw * 32;   // this warp's keys inside the CTA's block
-  const int d_col0 = half * KD;   // this warp's head dims of dK/dV
+  const int d_col0 = cw * KD;     // this warp's head dims of dK/dV
   const std::int64_t n0 = static_cast<std::int64_t>(blockIdx.x) * BK;
   const std::int64_t b = static_cast<std::int64_t>(blockIdx.y) / shape.heads_kv;
   const std::int64_t hk = static_cast<std::int64_t>(blockIdx.y) % shape.heads_kv;
@@ -89,7 +90,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
     const int diag = clamp_diag(n0 + key_row0 - m0 - shift);  // (key - query - shift) at local (0, 0)
 #pragma unroll
     for (int pass = 0; pass < BQ / 64; ++pass) {
-      const int q_col0 = pass * 64 + half * SQ;  // this warp's query columns of S^T in this pass
+      const int q_col0 = pass * 64 + cw * SQ;  // this warp's query columns of S^T in this pass
       float s[2][SQ / 8][4];
       st_product<T, D, SQ>(s, sm.k(), key_row0, sQ, q_col0);
       // P^T; element (key row, query col). Padded query rows have lse +inf and come out 0 unmasked.
@@ -133,13 +134,17 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
 
     if constexpr (kAtomicDq) {
       const int wq = warp % Cfg::kDqRowWarps, wd = warp / Cfg::kDqRowWarps;
-      float dq[2][Cfg::kDqCols / 8][4];
-      dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, wd);
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
-        float* acc = p.dq_accum + row_index(p, b, h, row) * D + wd * Cfg::kDqCols + 2 * t;
-        atomic_add_rows(acc, acc + 8 * D, row < shape.seqlen_q, row + 8 < shape.seqlen_q, dq[mt]);
+      for (int part = 0; part < Cfg::kDqParts; ++part) {
+        const int col0 = wd * Cfg::kDqCols + part * Cfg::kDqPartCols;
+        float dq[2][Cfg::kDqPartCols / 8][4];
+        dq_step_product<T, D, BQ, BK>(dq, sm.ds(), sm.k(), wq, col0);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
+          float* acc = p.dq_accum + row_index(p, b, h, row) * D + col0 + 2 * t;
+          atomic_add_rows(acc, acc + 8 * D, row < shape.seqlen_q, row + 8 < shape.seqlen_q, dq[mt]);
+        }
       }
     }
     if (it + 1 < steps) sm.stash_stats(next_stats, buf ^ 1, tid);  // nobody reads buffer buf ^ 1 this step

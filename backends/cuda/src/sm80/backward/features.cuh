@@ -32,36 +32,49 @@ __device__ __forceinline__ FeatureMod feature_mod(const kfa::detail::ScoreSpec& 
 }
 
 /// Dropout keep bits of a dK/dV warp's S^T fragment (keys in rows, queries in columns):
-/// keys key0 + [0, 32) (two 16-key groups: m-tiles mt = 0, 1), queries q0 + [0, 32) (n-blocks j = 0..3).
-/// Bit mt * 16 + 4 j + e is the keep flag of fragment element [mt][j][e] (rows g, g + 8; columns 2t, 2t+1).
-/// The warp needs 64 Philox blocks (32 queries x 2 key groups); lane (g, t) computes the two of query
-/// column 8 (g / 2) + 2t + g % 2, compresses each to 16 keep bits, and the lanes trade them by 8 shuffles.
-/// All 32 lanes must call it together. `batch` already includes score.batch_base.
+/// keys key0 + [0, 32) (two 16-key groups: m-tiles mt = 0, 1), queries q0 + [0, 8 NJ) (n-blocks j < NJ,
+/// NJ = 4 or 2). Bit mt * 16 + 4 j + e is the keep flag of fragment element [mt][j][e] (rows g, g + 8;
+/// columns 2t, 2t+1). The warp needs 16 NJ Philox blocks (8 NJ queries x 2 key groups), each compressed
+/// to 16 keep bits: for NJ = 4 lane (g, t) computes the two of query column 8 (g / 2) + 2t + g % 2, for
+/// NJ = 2 the one of column 8 (g % 4 / 2) + 2t + g % 2 and key group g / 4; the lanes trade them by 8
+/// shuffles. All 32 lanes must call it together. `batch` already includes score.batch_base.
+template <int NJ>
 __device__ __forceinline__ std::uint32_t dropout_keep_st(const kfa::detail::DropoutPolicy& d, std::int64_t batch,
                                                          std::int64_t h, std::int64_t q0, std::int64_t key0, int g,
                                                          int t) {
+  static_assert(NJ == 4 || NJ == 2, "32 or 16 query columns");
+  constexpr int kGroups = NJ / 2;  // key groups per lane
   const std::uint32_t thr4 = d.threshold * 0x01010101u;
   std::uint32_t mine = 0;  // bits 16 s + 4 k + byte: group s, word k, byte
-  const std::int64_t my_q = q0 + 8 * (g >> 1) + 2 * t + (g & 1);
+  const int gc = NJ == 4 ? g : (g & 3);
+  const std::int64_t my_q = q0 + 8 * (gc >> 1) + 2 * t + (gc & 1);
 #pragma unroll
-  for (int s = 0; s < 2; ++s) {
-    const kfa::detail::Philox4 w = kfa::detail::dropout_words(d.key, batch, h, my_q, key0 + 16 * s);
+  for (int s = 0; s < kGroups; ++s) {
+    const int group = NJ == 4 ? s : (g >> 2);
+    const kfa::detail::Philox4 w = kfa::detail::dropout_words(d.key, batch, h, my_q, key0 + 16 * group);
 #pragma unroll
     for (int k = 0; k < 4; ++k) mine |= policy::keep_nibble(w.w[k], thr4) << (16 * s + 4 * k);
   }
   // This lane's keys g and g + 8 of a group are bytes (g & 1) and (g & 1) + 2 of word g / 2.
   const int sh = 4 * (g >> 1) + (g & 1);
   std::uint32_t keep = 0;
+  // Element [mt][j][e] (key g + 8 kh of group mt, query column 8 j + 2t + e1) comes from the lane that
+  // made column 8 j + 2t + e1 (NJ = 4: both groups in one word; NJ = 2: the lane of group mt).
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+  for (int j = 0; j < NJ; ++j)
 #pragma unroll
-    for (int e1 = 0; e1 < 2; ++e1) {
-      const std::uint32_t m = __shfl_sync(0xffffffffu, mine, (2 * j + e1) * 4 + t) >> sh;
+    for (int e1 = 0; e1 < 2; ++e1)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt) {
+        if (NJ == 4 && mt == 1) continue;  // one shuffle brought both groups
+        const int src = NJ == 4 ? (2 * j + e1) * 4 + t : (4 * mt + 2 * j + e1) * 4 + t;
+        const std::uint32_t m = __shfl_sync(0xffffffffu, mine, src) >> sh;
 #pragma unroll
-        for (int kh = 0; kh < 2; ++kh) keep |= ((m >> (16 * mt + 2 * kh)) & 1u) << (mt * 16 + 4 * j + 2 * kh + e1);
-    }
+        for (int grp = 0; grp < kGroups; ++grp)  // the groups this word holds: mt, or 0 and 1
+#pragma unroll
+          for (int kh = 0; kh < 2; ++kh)
+            keep |= ((m >> (16 * grp + 2 * kh)) & 1u) << ((mt + grp) * 16 + 4 * j + 2 * kh + e1);
+      }
   return keep;
 }
 

@@ -17,15 +17,17 @@
 namespace kfa::cuda::bwd {
 
 /// Tile shapes per head_dim: BK keys per dK/dV CTA, BQ query rows per step; the dQ kernel's
-/// KC is its key columns per register strip (smaller for the wide head_dim, whose dQ accumulator
-/// already takes a quarter of the register file). KFA_CUDA_BWD_BQ_D64 is a tuning knob.
+/// KC is its key columns per register strip (smaller for the wide head_dims, whose dQ accumulator
+/// takes a quarter of the register file at 128 and half at 256). Head_dim 256 takes 64 keys per dK/dV
+/// CTA: its K, V and double-buffered Q, dO tiles are 192 KiB of shared memory at 64 x 64.
+/// KFA_CUDA_BWD_BQ_D64 is a tuning knob.
 #ifndef KFA_CUDA_BWD_BQ_D64
 #define KFA_CUDA_BWD_BQ_D64 128
 #endif
 template <int D>
 struct Tiles {
-  static constexpr int kDkdvBQ = D <= 64 ? KFA_CUDA_BWD_BQ_D64 : 64, kDkdvBK = 128;
-  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = D >= 128 ? 32 : 64;
+  static constexpr int kDkdvBQ = D <= 64 ? KFA_CUDA_BWD_BQ_D64 : 64, kDkdvBK = D > 128 ? 64 : 128;
+  static constexpr int kDqBQ = 64, kDqBK = 64, kDqKC = D > 128 ? 16 : (D == 128 ? 32 : 64);
 };
 
 inline void check_launch(const char* what) {
@@ -41,19 +43,25 @@ void set_smem(Kernel* kernel, int bytes) {
 }
 
 /// `featured`: the call uses packed sequences, softcap, ALiBi, dropout or a block mask, and runs the
-/// kFeat instantiations; dense calls run kernels compiled without any of them.
+/// kFeat instantiations; dense calls run kernels compiled without any of them. Head_dim 256 runs the
+/// featured kernels for every call: with its 128 dK/dV floats per thread, their 32-bit positions and
+/// constants kept in shared memory are what keeps the atomic dK/dV kernel free of spills (the dense
+/// one spilled 156 bytes on sm_90), and the dense kernels are not compiled for it.
 template <class T, int D>
 void launch_main_kernels(const KernelParams& p, bool deterministic, bool featured, cudaStream_t stream) {
   using Tl = Tiles<D>;
+  constexpr bool kDenseKernels = D <= 128;
   const auto& s = p.shape;
   {
     using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
                     static_cast<unsigned>(s.batch * s.heads_kv));
-    auto* kernel = featured ? (deterministic ? dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
-                                             : dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>)
-                            : (deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
-                                             : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>);
+    auto* kernel = deterministic ? dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                                 : dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+    if constexpr (kDenseKernels)
+      if (!featured)
+        kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
+                               : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
     set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
@@ -62,8 +70,9 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, bool feature
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),
                     static_cast<unsigned>(s.batch * s.heads));
-    auto* kernel = featured ? dq_feat_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>
-                            : dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+    auto* kernel = dq_feat_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+    if constexpr (kDenseKernels)
+      if (!featured) kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
     set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dQ kernel");

@@ -19,11 +19,18 @@ namespace kfa::cuda::bwd {
 // ---------------------------------------------------------------------------------------------------
 // Shared-memory layouts
 
+/// The warps of a dK/dV CTA: kKeyWarps rows of 32 keys (BK / 32) times kColWarps columns; a warp's S^T
+/// and dP^T tiles are its 32 keys x kSQ query columns of each 64-query pass, its dK/dV tiles its 32 keys
+/// x kKD head dims. BK = 128: 4 x 2 warps (32 queries, D / 2 head dims each); BK = 64 (the wide head
+/// dims, whose K, V and double-buffered Q, dO fill the shared memory): 2 x 4 (16 queries, D / 4).
 template <int D, int BQ, int BK>
 struct DkdvConfig {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = kWarps * 32;
-  static_assert(BK == 128, "four 32-key warp rows");
+  static_assert(BK == 128 || BK == 64, "four or two 32-key warp rows");
+  static_assert(BQ % 64 == 0, "64-query passes");
+  static constexpr int kKeyWarps = BK / 32;
+  static constexpr int kColWarps = kWarps / kKeyWarps;
   static constexpr int kQTileBytes = BQ * D * 2;
   static constexpr int kKTileBytes = BK * D * 2;
   static constexpr int kPTileBytes = BK * BQ * 2;
@@ -37,12 +44,15 @@ struct DkdvConfig {
   static constexpr int kOffLse = kOffDS + kPTileBytes;
   static constexpr int kOffDsum = kOffLse + 2 * BQ * 4;
   static constexpr int kSmemBytes = kOffDsum + 2 * BQ * 4;
-  static constexpr int kSQ = 32;  // query columns of a warp's S^T tile; BQ / 64 passes cover the tile
-  static constexpr int kKD = D / 2;   // head dims of a warp's dK/dV tile
+  static constexpr int kSQ = 64 / kColWarps;  // query columns of a warp's S^T tile in a 64-query pass
+  static constexpr int kKD = D / kColWarps;   // head dims of a warp's dK/dV tile
   // dQ tile [BQ x D]: BQ/32 warp rows of 32 queries x the rest of the warps over head dims
   static constexpr int kDqRowWarps = BQ / 32;
   static constexpr int kDqColWarps = kWarps / kDqRowWarps;
   static constexpr int kDqCols = D / kDqColWarps;
+  // ... made kDqPartCols columns at a time (registers: head_dim 256 holds 128 dK/dV floats per thread)
+  static constexpr int kDqPartCols = kDqCols < 32 ? kDqCols : 32;
+  static constexpr int kDqParts = kDqCols / kDqPartCols;
   static_assert(kDqCols % 16 == 0 && kSQ % 16 == 0 && kKD % 16 == 0, "warp tile shapes");
 };
 
@@ -336,14 +346,14 @@ __device__ __forceinline__ void dkdv_products(float (&dv)[2][KD / 8][4], float (
   gemm_ab_mt<T, 2, KD / 8, BQ / 16, BQ, D>(dk, sDS, key_row0, sQ, d_col0);
 }
 
-/// dK/dV, atomic path: a warp's part of the step's dQ tile, dS K: queries wq * 32 + [0, 32) x head dims
-/// wd * kDqCols + [0, kDqCols) (wq = warp % kDqRowWarps, wd = warp / kDqRowWarps).
-template <class T, int D, int BQ, int BK>
-__device__ __forceinline__ void dq_step_product(float (&dq)[2][DkdvConfig<D, BQ, BK>::kDqCols / 8][4],
-                                                std::uint32_t sDS, std::uint32_t sK, int wq, int wd) {
-  using Cfg = DkdvConfig<D, BQ, BK>;
+/// dK/dV, atomic path: a part of a warp's share of the step's dQ tile, dS K: queries wq * 32 + [0, 32) x
+/// head dims col0 + [0, 8 NB) (the warp's share: wq = warp % kDqRowWarps, columns wd * kDqCols + [0,
+/// kDqCols) for wd = warp / kDqRowWarps, made kDqPartCols at a time).
+template <class T, int D, int BQ, int BK, int NB>
+__device__ __forceinline__ void dq_step_product(float (&dq)[2][NB][4], std::uint32_t sDS, std::uint32_t sK, int wq,
+                                                int col0) {
   zero(dq);
-  gemm_tab_mt<T, 2, Cfg::kDqCols / 8, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, wd * Cfg::kDqCols);
+  gemm_tab_mt<T, 2, NB, BK / 16, BQ, D>(dq, sDS, wq * 32, sK, col0);
 }
 
 /// Adds m-tile rows g (at lo, if lo_ok) and g + 8 (at hi, if hi_ok) of a dQ fragment into the fp32
