@@ -17,7 +17,7 @@ using namespace kfa::test;
 TEMPLATE_LIST_TEST_CASE("cuda native backward: softcap", "[cuda][native][backward]", CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = GENERATE(false, true);
   o.softcap = 5.0;
@@ -31,7 +31,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: ALiBi, causal and not, with GQA",
                         CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = GENERATE(false, true);
   o.alibi = slopes(4);
@@ -45,7 +45,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: softcap + ALiBi + window", "[cuda
                         CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.softcap = 3.0;
   o.alibi = slopes(4);
@@ -60,7 +60,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: dropout p = 0.17 with GQA", "[cud
                         CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = GENERATE(false, true);
   const auto [sq, sk] = GENERATE(table<std::int64_t, std::int64_t>({{1, 77}, {250, 250}, {129, 300}}));
@@ -75,7 +75,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: dropout with softcap and ALiBi", 
                         CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = true;
   o.softcap = 4.0;
@@ -90,7 +90,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: packed sequences with causal, win
                         "[cuda][native][backward][varlen]", CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   const kfa::Backend backend = which();
   const bool deterministic = GENERATE(false, true);
   RefOptions o;
@@ -110,7 +110,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: ALiBi on packed sequences", "[cud
                         CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = GENERATE(false, true);
   o.alibi = slopes(4);
@@ -123,7 +123,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: block masks of 64 and 128 blocks 
   using S = typename TestType::space;
   using T = typename TestType::value;
   const std::int64_t blk = GENERATE(64, 128);
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = GENERATE(false, true);
   const Dims n{2, 300, 420, 4, 2, d};
@@ -140,7 +140,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: block mask + dropout + softcap, r
                         "[cuda][native][backward][block_sparse][dropout]", CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.softcap = 4.0;
   FeatureOptions x = dropout(0.17, rng()(), rng()());
@@ -161,7 +161,7 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: deterministic mode is bitwise rep
                         "[cuda][native][backward]", CudaTensorCoreCases) {
   using S = typename TestType::space;
   using T = typename TestType::value;
-  const std::int64_t d = GENERATE(64, 128, 256);
+  const std::int64_t d = GENERATE(64, 96, 128, 256);
   RefOptions o;
   o.causal = true;
   o.softcap = 5.0;

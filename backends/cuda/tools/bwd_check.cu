@@ -49,6 +49,7 @@ int run_checks(bool quick) {
       {1, 130, 130, 2, 1, 64, true, -1, -1, false, 1.0, true},
       {1, 70, 150, 2, 2, 128, false, -1, -1, true, 1.0, true},
       {1, 130, 130, 2, 1, 256, true},
+      {1, 100, 90, 2, 1, 96, true, -1, -1, false, 1.0, true},
       {1, 70, 150, 2, 2, 256, false, -1, -1, true, 1.0, true},
   };
   const std::vector<Case> full_cases = {
@@ -91,7 +92,7 @@ __global__ void fill_const(float* x, std::size_t n, float v) {
 int run_bench(int only_d = 0, int only_causal = -1, std::int64_t only_n = 0, int only_det = -1, int reps = 15) {
   std::printf("%-4s %-6s %-6s %-3s %-4s %-9s %-9s %-9s %-9s\n", "d", "causal", "seqlen", "B", "H", "ms", "TFLOP/s",
               "det ms", "det TF/s");
-  for (int d : {64, 128, 256})
+  for (int d : {64, 96, 128, 256})
     for (bool causal : {false, true})
       for (std::int64_t N : {1024, 4096, 16384}) {
         if ((only_d && d != only_d) || (only_causal >= 0 && int(causal) != only_causal) || (only_n && N != only_n)) continue;

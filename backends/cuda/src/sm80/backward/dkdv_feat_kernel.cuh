@@ -41,7 +41,7 @@ __device__ __forceinline__ std::uint32_t block_mask_st(const kfa::detail::BlockS
   return allow;
 }
 
-template <class T, int D, int BQ, int BK, bool kAtomicDq>
+template <class T, int D, int BQ, int BK, bool kAtomicDq, int DS = D>
 __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DkdvConfig<D, BQ, BK>;
   using kfa::detail::BlockKind;
@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + qb * p.q.stride_s + step_h * p.q.stride_h;
     const T* go =
         static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + qb * p.dout.stride_s + step_h * p.dout.stride_h;
-    load_tile_pair<T, BQ, D, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, sq);
+    load_tile_pair<T, BQ, DS, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, sq);
   };
   auto step_stats = [&](int step_h, int row) {
     const std::int64_t qb = cst[0];
@@ -146,12 +146,18 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   };
   const int tid = static_cast<int>(threadIdx.x);
 
+  zero_pad_columns<D, DS, BK, NT>(sm.k());  // padded head dims only (steps.cuh)
+  zero_pad_columns<D, DS, BK, NT>(sm.v());
+  for (int zb = 0; zb < 2; ++zb) {
+    zero_pad_columns<D, DS, BQ, NT>(sm.q(zb));
+    zero_pad_columns<D, DS, BQ, NT>(sm.dout(zb));
+  }
   {
     const T* k = static_cast<const T*>(p.k.data) + b * p.k.stride_b + std::int64_t(k_begin) * p.k.stride_s +
                  hk * p.k.stride_h;
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + std::int64_t(k_begin) * p.v.stride_s +
                  hk * p.v.stride_h;
-    load_tile_pair<T, BK, D, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, seqlen_k);
+    load_tile_pair<T, BK, DS, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, seqlen_k);
     if (valid) {
       load_step(h, m0, 0);
       if (tid < BQ) sm.stash_stats(step_stats(h, m0 + tid), 0, tid);
@@ -251,10 +257,10 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const int row = m0 + wq * 32 + mt * 16 + g;
-          float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * D + col0 + 2 * t;
-          float* acc_hi = acc + 8 * rstride * D;
+          float* acc = p.dq_accum + static_cast<std::int64_t>(rbase + row * rstride) * DS + col0 + 2 * t;
+          float* acc_hi = acc + 8 * rstride * DS;
           const int sq = cst[1];
-          atomic_add_rows(acc, acc_hi, row < sq, row + 8 < sq, dq[mt]);
+          atomic_add_rows<D, DS>(acc, acc_hi, row < sq, row + 8 < sq, dq[mt], col0 + 2 * t);
         }
       }
     }
@@ -271,7 +277,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_feat_
   const int sk = cst[2];
   T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + kb * p.dk.stride_s + hk * p.dk.stride_h + d_col0 + 2 * t;
   T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + kb * p.dv.stride_s + hk * p.dv.stride_h + d_col0 + 2 * t;
-  store_dkdv<T, KD>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, sk, dk, dv, p.scale);
+  store_dkdv<T, KD, D, DS>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, sk, dk, dv, p.scale, d_col0 + 2 * t);
 }
 
 }  // namespace kfa::cuda::bwd

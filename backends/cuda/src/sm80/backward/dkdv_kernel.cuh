@@ -18,7 +18,7 @@
 
 namespace kfa::cuda::bwd {
 
-template <class T, int D, int BQ, int BK, bool kAtomicDq>
+template <class T, int D, int BQ, int BK, bool kAtomicDq, int DS = D>
 __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DkdvConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
@@ -50,14 +50,20 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   auto load_step = [&](std::int64_t step_h, std::int64_t step_m0, int buf) {
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + step_h * p.q.stride_h;
     const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + step_h * p.dout.stride_h;
-    load_tile_pair<T, BQ, D, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, shape.seqlen_q);
+    load_tile_pair<T, BQ, DS, NT>(sm.q(buf), q, p.q.stride_s, sm.dout(buf), go, p.dout.stride_s, step_m0, shape.seqlen_q);
   };
   const int tid = static_cast<int>(threadIdx.x);
 
+  zero_pad_columns<D, DS, BK, NT>(sm.k());  // padded head dims only (steps.cuh)
+  zero_pad_columns<D, DS, BK, NT>(sm.v());
+  for (int zb = 0; zb < 2; ++zb) {
+    zero_pad_columns<D, DS, BQ, NT>(sm.q(zb));
+    zero_pad_columns<D, DS, BQ, NT>(sm.dout(zb));
+  }
   {
     const T* k = static_cast<const T*>(p.k.data) + b * p.k.stride_b + hk * p.k.stride_h;
     const T* v = static_cast<const T*>(p.v.data) + b * p.v.stride_b + hk * p.v.stride_h;
-    load_tile_pair<T, BK, D, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, shape.seqlen_k);
+    load_tile_pair<T, BK, DS, NT>(sm.k(), k, p.k.stride_s, sm.v(), v, p.v.stride_s, n0, shape.seqlen_k);
     if (steps > 0) {
       load_step(h, m0, 0);
       if (tid < BQ) sm.stash_stats(row_stats(p, b, h, m0 + tid), 0, tid);
@@ -142,8 +148,8 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
           const std::int64_t row = m0 + wq * 32 + mt * 16 + g;
-          float* acc = p.dq_accum + row_index(p, b, h, row) * D + col0 + 2 * t;
-          atomic_add_rows(acc, acc + 8 * D, row < shape.seqlen_q, row + 8 < shape.seqlen_q, dq[mt]);
+          float* acc = p.dq_accum + row_index(p, b, h, row) * DS + col0 + 2 * t;
+          atomic_add_rows<D, DS>(acc, acc + 8 * DS, row < shape.seqlen_q, row + 8 < shape.seqlen_q, dq[mt], col0 + 2 * t);
         }
       }
     }
@@ -156,7 +162,7 @@ __global__ void __launch_bounds__(DkdvConfig<D, BQ, BK>::kThreads, 1) dkdv_kerne
   // Epilogue: dK = scale * dS^T Q, dV as accumulated; rows past seqlen_k are not written.
   T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + hk * p.dk.stride_h + d_col0 + 2 * t;
   T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + hk * p.dv.stride_h + d_col0 + 2 * t;
-  store_dkdv<T, KD>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, shape.seqlen_k, dk, dv, p.scale);
+  store_dkdv<T, KD, D, DS>(gk, p.dk.stride_s, gv, p.dv.stride_s, n0 + key_row0 + g, shape.seqlen_k, dk, dv, p.scale, d_col0 + 2 * t);
 }
 
 }  // namespace kfa::cuda::bwd

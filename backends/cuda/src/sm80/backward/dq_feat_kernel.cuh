@@ -34,7 +34,7 @@ __device__ __forceinline__ std::uint32_t block_mask_s(const kfa::detail::BlockSp
   return allow;
 }
 
-template <class T, int D, int BQ, int BK, int KC>
+template <class T, int D, int BQ, int BK, int KC, int DS = D>
 __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DqConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
@@ -61,13 +61,19 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
   const T* vbase = static_cast<const T*>(p.v.data) + b * p.v.stride_b + sb.k_begin * p.v.stride_s + hk * p.v.stride_h;
   auto load_kv = [&](std::int64_t kt, int buf) {
     const std::int64_t n0 = kt * BK;
-    load_tile_pair<T, BK, D, NT>(sm.k(buf), kbase, p.k.stride_s, sm.v(buf), vbase, p.v.stride_s, n0, shape.seqlen_k);
+    load_tile_pair<T, BK, DS, NT>(sm.k(buf), kbase, p.k.stride_s, sm.v(buf), vbase, p.v.stride_s, n0, shape.seqlen_k);
   };
+  zero_pad_columns<D, DS, BQ, NT>(sm.q());  // padded head dims only (steps.cuh)
+  zero_pad_columns<D, DS, BQ, NT>(sm.dout());
+  for (int zb = 0; zb < 2; ++zb) {
+    zero_pad_columns<D, DS, BK, NT>(sm.k(zb));
+    zero_pad_columns<D, DS, BK, NT>(sm.v(zb));
+  }
   {
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + sb.q_begin * p.q.stride_s + h * p.q.stride_h;
     const T* go =
         static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + sb.q_begin * p.dout.stride_s + h * p.dout.stride_h;
-    load_tile_pair<T, BQ, D, NT>(sm.q(), q, p.q.stride_s, sm.dout(), go, p.dout.stride_s, m0, shape.seqlen_q);
+    load_tile_pair<T, BQ, DS, NT>(sm.q(), q, p.q.stride_s, sm.dout(), go, p.dout.stride_s, m0, shape.seqlen_q);
     const int tid = static_cast<int>(threadIdx.x);
     if (tid < BQ) {  // ordered before their use by the first step's barrier
       const float* lse_bh = static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + h * p.lse.stride_h +
@@ -137,7 +143,7 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_feat_kernel(
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
   // dQ = scale * dS K, written straight to the output; padded rows are skipped.
   T* out = static_cast<T*>(p.dq.data) + b * p.dq.stride_b + sb.q_begin * p.dq.stride_s + h * p.dq.stride_h + 2 * t;
-  store_dq<T, D>(out, p.dq.stride_s, m0 + row0 + g, shape.seqlen_q, dq, p.scale);
+  store_dq<T, D, DS>(out, p.dq.stride_s, m0 + row0 + g, shape.seqlen_q, dq, p.scale);
 }
 
 }  // namespace kfa::cuda::bwd

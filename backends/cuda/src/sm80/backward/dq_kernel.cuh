@@ -10,7 +10,7 @@
 
 namespace kfa::cuda::bwd {
 
-template <class T, int D, int BQ, int BK, int KC>
+template <class T, int D, int BQ, int BK, int KC, int DS = D>
 __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const __grid_constant__ KernelParams p) {
   using Cfg = DqConfig<D, BQ, BK>;
   constexpr int NT = Cfg::kThreads;
@@ -37,16 +37,22 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
   const T* vbase = static_cast<const T*>(p.v.data) + b * p.v.stride_b + hk * p.v.stride_h;
   auto load_kv = [&](std::int64_t it, int buf) {
     const std::int64_t n0 = (tile0 + it) * BK;
-    load_rows_async<T, BK, D, NT>(s_base + Cfg::kOffK + buf * Cfg::kKTileBytes, kbase, p.k.stride_s, n0,
+    load_rows_async<T, BK, DS, NT>(s_base + Cfg::kOffK + buf * Cfg::kKTileBytes, kbase, p.k.stride_s, n0,
                                   shape.seqlen_k);
-    load_rows_async<T, BK, D, NT>(s_base + Cfg::kOffV + buf * Cfg::kKTileBytes, vbase, p.v.stride_s, n0,
+    load_rows_async<T, BK, DS, NT>(s_base + Cfg::kOffV + buf * Cfg::kKTileBytes, vbase, p.v.stride_s, n0,
                                   shape.seqlen_k);
   };
+  zero_pad_columns<D, DS, BQ, NT>(sQ);  // padded head dims only (steps.cuh)
+  zero_pad_columns<D, DS, BQ, NT>(sDO);
+  for (int zb = 0; zb < 2; ++zb) {
+    zero_pad_columns<D, DS, BK, NT>(s_base + Cfg::kOffK + zb * Cfg::kKTileBytes);
+    zero_pad_columns<D, DS, BK, NT>(s_base + Cfg::kOffV + zb * Cfg::kKTileBytes);
+  }
   {
     const T* q = static_cast<const T*>(p.q.data) + b * p.q.stride_b + h * p.q.stride_h;
     const T* go = static_cast<const T*>(p.dout.data) + b * p.dout.stride_b + h * p.dout.stride_h;
-    load_rows_async<T, BQ, D, NT>(sQ, q, p.q.stride_s, m0, shape.seqlen_q);
-    load_rows_async<T, BQ, D, NT>(sDO, go, p.dout.stride_s, m0, shape.seqlen_q);
+    load_rows_async<T, BQ, DS, NT>(sQ, q, p.q.stride_s, m0, shape.seqlen_q);
+    load_rows_async<T, BQ, DS, NT>(sDO, go, p.dout.stride_s, m0, shape.seqlen_q);
     const int tid = static_cast<int>(threadIdx.x);
     if (tid < BQ) {  // ordered before their use by the first step's barrier
       const RowStats st = row_stats(p, b, h, m0 + tid);
@@ -118,15 +124,7 @@ __global__ void __launch_bounds__(DqConfig<D, BQ, BK>::kThreads) dq_kernel(const
   cp_async_wait<0>();  // nothing may stay in flight at exit (no step ran when no query sees the keys)
   // dQ = scale * dS K, written straight to the output; padded rows are skipped.
   T* out = static_cast<T*>(p.dq.data) + b * p.dq.stride_b + h * p.dq.stride_h + 2 * t;
-#pragma unroll
-  for (int hi = 0; hi < 2; ++hi) {
-    const std::int64_t r = m0 + row0 + g + 8 * hi;
-    if (r >= shape.seqlen_q) continue;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-      *reinterpret_cast<std::uint32_t*>(out + r * p.dq.stride_s + 8 * j) =
-          ElemOps<T>::pack(dq[j][2 * hi] * p.scale, dq[j][2 * hi + 1] * p.scale);
-  }
+  store_dq<T, D, DS>(out, p.dq.stride_s, m0 + row0 + g, shape.seqlen_q, dq, p.scale);
 }
 
 }  // namespace kfa::cuda::bwd

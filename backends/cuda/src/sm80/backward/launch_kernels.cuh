@@ -47,8 +47,9 @@ void set_smem(Kernel* kernel, int bytes) {
 /// featured kernels for every call: with its 128 dK/dV floats per thread, their 32-bit positions and
 /// constants kept in shared memory are what keeps the atomic dK/dV kernel free of spills (the dense
 /// one spilled 156 bytes on sm_90), and the dense kernels are not compiled for it.
-template <class T, int D>
+template <class T, int DS>
 void launch_main_kernels(const KernelParams& p, bool deterministic, bool featured, cudaStream_t stream) {
+  constexpr int D = SwizzledTile<DS>::stride;  // the head dim computed: DS, or 128 for 96 (steps.cuh)
   using Tl = Tiles<D>;
   constexpr bool kDenseKernels = D <= 128;
   const auto& s = p.shape;
@@ -56,12 +57,12 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, bool feature
     using Cfg = DkdvConfig<D, Tl::kDkdvBQ, Tl::kDkdvBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_k + Tl::kDkdvBK - 1) / Tl::kDkdvBK),
                     static_cast<unsigned>(s.batch * s.heads_kv));
-    auto* kernel = deterministic ? dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
-                                 : dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+    auto* kernel = deterministic ? dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false, DS>
+                                 : dkdv_feat_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true, DS>;
     if constexpr (kDenseKernels)
       if (!featured)
-        kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false>
-                               : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true>;
+        kernel = deterministic ? dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, false, DS>
+                               : dkdv_kernel<T, D, Tl::kDkdvBQ, Tl::kDkdvBK, true, DS>;
     set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dK/dV kernel");
@@ -70,9 +71,9 @@ void launch_main_kernels(const KernelParams& p, bool deterministic, bool feature
     using Cfg = DqConfig<D, Tl::kDqBQ, Tl::kDqBK>;
     const dim3 grid(static_cast<unsigned>((s.seqlen_q + Tl::kDqBQ - 1) / Tl::kDqBQ),
                     static_cast<unsigned>(s.batch * s.heads));
-    auto* kernel = dq_feat_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+    auto* kernel = dq_feat_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC, DS>;
     if constexpr (kDenseKernels)
-      if (!featured) kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC>;
+      if (!featured) kernel = dq_kernel<T, D, Tl::kDqBQ, Tl::kDqBK, Tl::kDqKC, DS>;
     set_smem(kernel, Cfg::kSmemBytes);
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
     check_launch("dQ kernel");

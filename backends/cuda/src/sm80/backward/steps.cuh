@@ -140,6 +140,30 @@ __device__ __forceinline__ void load_tile_pair(std::uint32_t tile_a, const T* a,
   load_rows_async<T, ROWS, D, NT>(tile_b, b, stride_b, row0, rows_valid);
 }
 
+/// Head dims that are not a multiple of 64 (96) compute as the next multiple D (128, the row padding
+/// of SwizzledTile): the kernels take the data head dim DS beside D, load DS columns, and zero the pad
+/// columns [DS, D) of every D-wide tile once at the start (loads never write them), so that S and dP,
+/// which reduce over the head dim, are exact; the gradients' pad columns are never stored.
+template <int D, int DS, int ROWS, int NT>
+__device__ __forceinline__ void zero_pad_columns(std::uint32_t tile) {
+  if constexpr (DS < D) {
+    constexpr int kPad = (D - DS) / 8;  // 16-byte chunks per row
+    for (int i = static_cast<int>(threadIdx.x); i < ROWS * kPad; i += NT) {
+      const int r = i / kPad, c = DS / 8 + i % kPad;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(tile + SwizzledTile<D>::chunk_offset(r, c)),
+                   "r"(0));
+    }
+  }
+}
+
+/// Whether the n-block of a fragment at head-dim column col (a lane's first column in it) holds data:
+/// always, unless the head dim is padded (DS < D) and col lies in the pad.
+template <int D, int DS>
+__device__ __forceinline__ bool data_column(int col) {
+  if constexpr (DS < D) return col < DS;
+  return true;
+}
+
 /// Adds a pair of neighbouring floats to global memory (one vector atomic where the GPU has it).
 __device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -358,11 +382,13 @@ __device__ __forceinline__ void dq_step_product(float (&dq)[2][NB][4], std::uint
 
 /// Adds m-tile rows g (at lo, if lo_ok) and g + 8 (at hi, if hi_ok) of a dQ fragment into the fp32
 /// accumulator (lo / hi: the rows' entries at the warp's first column, lane offset 2t included).
-template <int NB>
+/// col: the lane's head-dim column of n-block 0 (blocks in the pad of a padded head dim are skipped).
+template <int D, int DS, int NB>
 __device__ __forceinline__ void atomic_add_rows(float* lo, float* hi, bool lo_ok, bool hi_ok,
-                                                const float (&dq)[NB][4]) {
+                                                const float (&dq)[NB][4], int col) {
 #pragma unroll
   for (int j = 0; j < NB; ++j) {
+    if (!data_column<D, DS>(col + 8 * j)) continue;
     if (lo_ok) atomic_add2(lo + 8 * j, dq[j][0], dq[j][1]);
     if (hi_ok) atomic_add2(hi + 8 * j, dq[j][2], dq[j][3]);
   }
@@ -389,11 +415,12 @@ __device__ __forceinline__ void dq_chunk_product(float (&dq)[D / 8][4], const fl
 
 /// dK = scale * dS^T Q, dV as accumulated: a warp's rows r0 + 16 mt + 8 hi (r0 = its first key row plus
 /// g; index type I of the kernel) into gk / gv (at the warp's first column, lane offset 2t included);
-/// rows at or past rows_valid are not written.
-template <class T, int KD, class I>
+/// rows at or past rows_valid are not written, nor the pad columns of a padded head dim (col: the lane's
+/// first head-dim column).
+template <class T, int KD, int D, int DS, class I>
 __device__ __forceinline__ void store_dkdv(T* gk, std::int64_t stride_k, T* gv, std::int64_t stride_v, I r0,
                                            I rows_valid, const float (&dk)[2][KD / 8][4],
-                                           const float (&dv)[2][KD / 8][4], float scale) {
+                                           const float (&dv)[2][KD / 8][4], float scale, int col) {
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -402,6 +429,7 @@ __device__ __forceinline__ void store_dkdv(T* gk, std::int64_t stride_k, T* gv, 
       if (r >= rows_valid) continue;
 #pragma unroll
       for (int j = 0; j < KD / 8; ++j) {
+        if (!data_column<D, DS>(col + 8 * j)) continue;
         *reinterpret_cast<std::uint32_t*>(gk + r * stride_k + 8 * j) =
             ElemOps<T>::pack(dk[mt][j][2 * hi] * scale, dk[mt][j][2 * hi + 1] * scale);
         *reinterpret_cast<std::uint32_t*>(gv + r * stride_v + 8 * j) =
@@ -411,8 +439,9 @@ __device__ __forceinline__ void store_dkdv(T* gk, std::int64_t stride_k, T* gv, 
 }
 
 /// dQ = scale * dS K, written straight to the output: a warp's rows r0 and r0 + 8 (r0 = its first row
-/// plus g) into out (lane offset 2t included); rows at or past rows_valid are skipped.
-template <class T, int D>
+/// plus g) into out (lane offset 2t included); rows at or past rows_valid are skipped, and the pad columns
+/// of a padded head dim.
+template <class T, int D, int DS = D>
 __device__ __forceinline__ void store_dq(T* out, std::int64_t stride_s, std::int64_t r0, std::int64_t rows_valid,
                                          const float (&dq)[D / 8][4], float scale) {
 #pragma unroll
@@ -420,9 +449,11 @@ __device__ __forceinline__ void store_dq(T* out, std::int64_t stride_s, std::int
     const std::int64_t r = r0 + 8 * hi;
     if (r >= rows_valid) continue;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j)
+    for (int j = 0; j < D / 8; ++j) {
+      if (!data_column<D, DS>(8 * j + 2 * (lane_id() & 3))) continue;
       *reinterpret_cast<std::uint32_t*>(out + r * stride_s + 8 * j) =
           ElemOps<T>::pack(dq[j][2 * hi] * scale, dq[j][2 * hi + 1] * scale);
+    }
   }
 }
 
