@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds kfa and runs every test suite this machine can run:
 #   0. with an NVIDIA GPU present, first: a Kokkos-CUDA build with the native CUDA backend and its suites,
-#   1. the host suites (Serial + OpenMP) and the Fortran test in a Release build (gfortran is installed
-#      when missing and apt-get can),
+#   1. the host suites (Serial + OpenMP), the Fortran test and the Python package's test in a Release
+#      build (gfortran, pybind11 and PyTorch are installed when missing and apt-get can),
 #   2. an install + a tiny consumer project that does find_package(kfa),
 #   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer, less the randomized
 #      parameter sweeps (Catch2 tag [sweep]: the Release run has them),
@@ -18,16 +18,47 @@ extra=(${KFA_CMAKE_ARGS:-})
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 step() { printf '\n== %s ==\n' "$*"; }
 
-# The Fortran module, its example and test need gfortran: installed here when missing (Debian/Ubuntu);
-# without it the builds go on and CMake skips them.
-if ! command -v gfortran >/dev/null && command -v apt-get >/dev/null; then
+# Packages the optional parts need, installed when missing and apt-get can (Debian/Ubuntu); without them
+# the builds go on and CMake skips those parts: gfortran (the Fortran module, its example and test),
+# pybind11 and PyTorch (the Python package and its test).
+apt_install() {  # log-name packages...
+  command -v apt-get >/dev/null || return 1
+  local log="$out/$1.apt.log" sudo=""; shift
   mkdir -p "$out"
-  sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -q)
-  { "${apt[@]}" install gfortran || { "${apt[@]}" update && "${apt[@]}" install gfortran; }; } \
-    >"$out/gfortran.apt.log" 2>&1 || true
+  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends)
+  { "${apt[@]}" install "$@" || { "${apt[@]}" update && "${apt[@]}" install "$@"; }; } >"$log" 2>&1
+}
+if ! command -v gfortran >/dev/null; then
+  apt_install gfortran gfortran || true
   command -v gfortran >/dev/null || echo "gfortran could not be installed ($out/gfortran.apt.log): no Fortran module"
+fi
+# The Python package: a Python that imports torch, and pybind11's CMake package.
+python_with_torch() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    command -v "$py" >/dev/null && "$py" -c "import torch" >/dev/null 2>&1 && { command -v "$py"; return 0; }
+  done
+  return 1
+}
+pybind11_cmake_dir() {  # from pip's pybind11, else a system package's config
+  "$1" -c "import pybind11; print(pybind11.get_cmake_dir())" 2>/dev/null && return 0
+  local d
+  for d in /usr/lib/cmake/pybind11 /usr/share/cmake/pybind11 /usr/local/lib/cmake/pybind11; do
+    [ -f "$d/pybind11Config.cmake" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+py=$(python_with_torch || true)
+if [ -z "$py" ] || ! pybind11_cmake_dir "$py" >/dev/null; then
+  apt_install python pybind11-dev python3-torch || true
+  py=$(python_with_torch || true)
+fi
+python_args=()
+if [ -n "$py" ] && pybind_dir=$(pybind11_cmake_dir "$py"); then
+  python_args=(-DKFA_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$py" -Dpybind11_DIR="$pybind_dir")
+else
+  echo "no Python with torch and pybind11 ($out/python.apt.log): the Python package is not built"
 fi
 
 # With an NVIDIA GPU, its suites come first: a Kokkos-CUDA build with the native CUDA backend, built for
@@ -44,13 +75,13 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     90) arch=(-DKFA_CUDA_ARCHS=90 -DKFA_KOKKOS_ARCH=HOPPER90) ;;
   esac
   cmake -S "$root" -B "$out/cuda" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
-    -DKFA_ENABLE_CUDA=ON "${arch[@]}" "${extra[@]}"
+    -DKFA_ENABLE_CUDA=ON "${arch[@]}" "${python_args[@]}" "${extra[@]}"
   cmake --build "$out/cuda" --parallel "$jobs"
   ctest --test-dir "$out/cuda" --output-on-failure
 fi
 
 step "Release build and host test suites"
-cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${extra[@]}"
+cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${python_args[@]}" "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
 ctest --test-dir "$out/release" --output-on-failure --verbose  # verbose: each suite's Catch2 summary
 
