@@ -18,62 +18,19 @@ extra=(${KFA_CMAKE_ARGS:-})
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 step() { printf '\n== %s ==\n' "$*"; }
 
-# Packages the optional parts need, installed when missing and apt-get can (Debian/Ubuntu); without them
-# the builds go on and CMake skips those parts: gfortran (the Fortran module, its example and test),
-# pybind11 and PyTorch (the Python package and its test).
-apt_install() {  # log-name packages...
-  command -v apt-get >/dev/null || return 1
-  local log="$out/$1.apt.log" sudo=""; shift
-  mkdir -p "$out"
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends)
-  { "${apt[@]}" install "$@" || { "${apt[@]}" update && "${apt[@]}" install "$@"; }; } >"$log" 2>&1
-}
+source "$root/scripts/setup.sh"  # apt_install, python_args, cuda_arch_args
 if ! command -v gfortran >/dev/null; then
   apt_install gfortran gfortran || true
   command -v gfortran >/dev/null || echo "gfortran could not be installed ($out/gfortran.apt.log): no Fortran module"
 fi
-# The Python package: a Python that imports torch, and pybind11's CMake package.
-python_with_torch() {
-  local py
-  for py in python3 /usr/bin/python3; do
-    command -v "$py" >/dev/null && "$py" -c "import torch" >/dev/null 2>&1 && { command -v "$py"; return 0; }
-  done
-  return 1
-}
-pybind11_cmake_dir() {  # from pip's pybind11, else a system package's config
-  "$1" -c "import pybind11; print(pybind11.get_cmake_dir())" 2>/dev/null && return 0
-  local d
-  for d in /usr/lib/cmake/pybind11 /usr/share/cmake/pybind11 /usr/local/lib/cmake/pybind11; do
-    [ -f "$d/pybind11Config.cmake" ] && { echo "$d"; return 0; }
-  done
-  return 1
-}
-py=$(python_with_torch || true)
-if [ -z "$py" ] || ! pybind11_cmake_dir "$py" >/dev/null; then
-  apt_install python pybind11-dev python3-torch || true
-  py=$(python_with_torch || true)
-fi
-python_args=()
-if [ -n "$py" ] && pybind_dir=$(pybind11_cmake_dir "$py"); then
-  python_args=(-DKFA_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$py" -Dpybind11_DIR="$pybind_dir")
-else
-  echo "no Python with torch and pybind11 ($out/python.apt.log): the Python package is not built"
-fi
+python_setup  # sets python_args: the Python package when a Python with torch and pybind11 is (or can be) installed
 
 # With an NVIDIA GPU, its suites come first: a Kokkos-CUDA build with the native CUDA backend, built for
 # this GPU's architecture only (the native kernels exist as sm_80 code, which runs on every 8.x GPU, and
 # as sm_90 code), so that the GPU results arrive in minutes, before the longer host builds.
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+if has_nvidia_gpu; then
   step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend, and its suites"
-  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
-  arch=()
-  case "$cc" in
-    80) arch=(-DKFA_CUDA_ARCHS=80 -DKFA_KOKKOS_ARCH=AMPERE80) ;;
-    86) arch=(-DKFA_CUDA_ARCHS=80 -DKFA_KOKKOS_ARCH=AMPERE86) ;;
-    89) arch=(-DKFA_CUDA_ARCHS=80 -DKFA_KOKKOS_ARCH=ADA89) ;;
-    90) arch=(-DKFA_CUDA_ARCHS=90 -DKFA_KOKKOS_ARCH=HOPPER90) ;;
-  esac
+  cuda_arch_args  # sets arch
   cmake -S "$root" -B "$out/cuda" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
     -DKFA_ENABLE_CUDA=ON "${arch[@]}" "${python_args[@]}" "${extra[@]}"
   cmake --build "$out/cuda" --parallel "$jobs"

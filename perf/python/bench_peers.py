@@ -5,6 +5,7 @@ TFLOP/s with 4 B H N^2 d (halved when causal) for the forward and 2.5x that for 
 lines are a table of kfa beside each peer as ratios.
 
     PYTHONPATH=<build>/python python3 perf/python/bench_peers.py [--dims 64,128,256] [--seqlens 1024,4096,16384]
+    ... bench_peers.py --demo      scripts/demo.sh's layer: batch 1, 12 heads, head_dim 64, seqlen 1k/2k/4k
 """
 import json
 import sys
@@ -43,13 +44,14 @@ def fwd_bwd(fn, inputs):
 
 
 def main():
-    dims = [int(x) for x in arg("--dims", "64,128,256").split(",")]
-    seqlens = [int(x) for x in arg("--seqlens", "1024,4096,16384").split(",")]
+    demo = "--demo" in sys.argv
+    dims = [64] if demo else [int(x) for x in arg("--dims", "64,128,256").split(",")]
+    seqlens = [int(x) for x in arg("--seqlens", "1024,2048,4096" if demo else "1024,4096,16384").split(",")]
     rows = []
     for d in dims:
         for causal in (False, True):
             for n in seqlens:
-                b, h = max(1, 16384 // n), 2048 // d
+                b, h = (1, 12) if demo else (max(1, 16384 // n), 2048 // d)
                 fl = 4 * b * h * n * n * d / (2 if causal else 1)
                 # each in its own layout: kfa's [b, s, h, d], SDPA's [b, h, s, d]
                 qs, ks, vs = (torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -70,7 +72,8 @@ def main():
                     print(json.dumps(r), flush=True)
                 del qs, ks, vs, qh, kh, vh
     by = {(r["impl"], r["d"], r["causal"], r["n"]): r for r in rows}
-    print(f"\nkfa (Python package) beside FA2 and cuDNN (SDPA), {torch.cuda.get_device_name()}, bf16, TFLOP/s")
+    setup = "batch 1, 12 heads" if demo else "FA2 paper setup"
+    print(f"\nkfa (Python package) beside FA2 and cuDNN (SDPA), {torch.cuda.get_device_name()}, bf16, {setup}, TFLOP/s")
     print(f"{'d':>4} {'causal':>6} {'n':>6} {'kfa fwd':>8} {'/fa2':>6} {'/cudnn':>7} {'kfa bwd':>8} {'/fa2':>6} {'/cudnn':>7}")
     for (impl, d, causal, n), r in by.items():
         if impl != "kfa":
