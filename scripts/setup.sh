@@ -14,7 +14,8 @@ apt_install() {
   shift
   mkdir -p "$out"
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends)
+  # bounded: a machine that cannot reach its package mirror goes on without the packages
+  local apt=($sudo timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-install-recommends)
   { "${apt[@]}" install "$@" || { "${apt[@]}" update && "${apt[@]}" install "$@"; }; } >"$log" 2>&1
 }
 
