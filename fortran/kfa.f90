@@ -44,6 +44,7 @@ module kfa
     integer(c_int32_t) :: causal = 0
     integer(c_int32_t) :: deterministic = 0
     integer(c_int32_t) :: backend = 0
+    type(c_ptr) :: block_mask = c_null_ptr  ! a kfa_block_mask from the C API (kfa_block_mask_create)
   end type kfa_params
 
   public :: kfa_tensor_contiguous, kfa_params_default_c, kfa_initialize, kfa_finalize, kfa_context_create, &

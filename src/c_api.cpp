@@ -17,6 +17,10 @@
 
 #include "kfa/kfa.hpp"
 
+struct kfa_block_mask_s {
+  kfa::BlockMask mask;
+};
+
 struct kfa_context_s {
   std::int32_t memory = KFA_MEMORY_HOST;
   Kokkos::DefaultHostExecutionSpace host;
@@ -177,6 +181,7 @@ kfa::Params to_params(const kfa_params* p) {
   r.seed = p->seed;
   r.offset = p->offset;
   r.deterministic = p->deterministic != 0;
+  r.block_mask = p->block_mask != nullptr ? &p->block_mask->mask : nullptr;
   switch (p->backend) {
     case 0: r.backend = kfa::Backend::automatic; break;
     case 1: r.backend = kfa::Backend::portable; break;
@@ -219,6 +224,25 @@ void kfa_params_default(kfa_params* p) {
 }
 
 const char* kfa_last_error(void) { return last_error.c_str(); }
+
+kfa_status kfa_block_mask_create(kfa_block_mask* mask, int64_t seqlen_q, int64_t seqlen_k, int64_t block_q,
+                                 int64_t block_k, int64_t batch, int64_t heads, const uint8_t* blocks) {
+  return guarded([&] {
+    if (mask == nullptr) throw CallError(KFA_ERROR_INVALID_ARGUMENT, "mask is NULL");
+    *mask = nullptr;
+    if (blocks == nullptr) throw CallError(KFA_ERROR_INVALID_ARGUMENT, "blocks is NULL");
+    const kfa::BlockMaskShape shape{seqlen_q, seqlen_k, block_q, block_k, batch, heads};
+    if (seqlen_q < 1 || seqlen_k < 1 || block_q < 1 || block_k < 1 || batch < 1 || heads < 1)
+      throw CallError(KFA_ERROR_INVALID_ARGUMENT, "block mask: lengths, block sizes, batch and heads must be >= 1");
+    const std::int64_t n = batch * heads * ((seqlen_q + block_q - 1) / block_q) * ((seqlen_k + block_k - 1) / block_k);
+    auto* m = new kfa_block_mask_s{kfa::BlockMask::from_blocks(shape, std::vector<std::uint8_t>(blocks, blocks + n))};
+    *mask = m;
+  });
+}
+
+kfa_status kfa_block_mask_destroy(kfa_block_mask mask) {
+  return guarded([&] { delete mask; });
+}
 
 kfa_status kfa_initialize(void) {
   return guarded([] {

@@ -5,11 +5,13 @@ algorithm, through kfa's C API (no copies: tensors are passed by pointer, extent
     out, lse = kfa.attention(q, k, v, layout="bhsd", return_lse=True)
     out = kfa.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     out = kfa.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new=k, v_new=v)
+    mask = kfa.BlockMask(blocks, seqlen_q, seqlen_k, block_q=128, block_k=128)  # blocks: bool [.., nqb, nkb]
+    out = kfa.attention(q, k, v, block_mask=mask)               # skipped blocks cost nothing
 
 attention and attention_varlen are differentiable (an autograd Function calling kfa's backward);
 GPU calls run on PyTorch's current CUDA stream of the tensors' device, which must be the device the
 library's Kokkos runs on (CUDA device 0 unless Kokkos was told otherwise). Element types: float32 and
-float64 everywhere, float16 and bfloat16 in GPU builds. Not here yet: block masks (the C++ API has them).
+float64 everywhere, float16 and bfloat16 in GPU builds.
 """
 import atexit
 
@@ -17,7 +19,7 @@ import torch
 
 from . import _kfa
 
-__all__ = ["attention", "attention_varlen", "attention_with_kvcache"]
+__all__ = ["attention", "attention_varlen", "attention_with_kvcache", "BlockMask"]
 
 _DTYPES = {torch.float32: _kfa.F32, torch.float64: _kfa.F64, torch.float16: _kfa.F16, torch.bfloat16: _kfa.BF16,
            torch.int32: _kfa.I32}
@@ -63,8 +65,34 @@ def _unit_last(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend, seed=0):
+class BlockMask:
+    """Which (query block, key block) pairs of the scores are computed (kfa::BlockMask), from a boolean
+    block matrix `blocks` [n_qblocks, n_kblocks], [heads, n_qblocks, n_kblocks] or [batch, heads,
+    n_qblocks, n_kblocks] (size-1 batch / heads broadcast), n_qblocks = ceil(seqlen_q / block_q) and
+    likewise for keys. Block sizes are multiples of 16; the native GPU kernels take 64, 128 and 256.
+    Blocks left out are skipped (no loads, no arithmetic); the mask combines with causal and window.
+    Made once, it is reused across calls (copied to the GPU on first use there)."""
+
+    def __init__(self, blocks, seqlen_q, seqlen_k, block_q=128, block_k=128):
+        b = torch.as_tensor(blocks).to(device="cpu", dtype=torch.bool)
+        while b.dim() < 4:
+            b = b.unsqueeze(0)
+        if b.dim() != 4:
+            raise ValueError("kfa: a block matrix has 2 to 4 dimensions")
+        self.shape = tuple(b.shape)
+        self.seqlen_q, self.seqlen_k, self.block_q, self.block_k = seqlen_q, seqlen_k, block_q, block_k
+        self.blocks = b
+        self._mask = _kfa.BlockMask(int(seqlen_q), int(seqlen_k), int(block_q), int(block_k), b.shape[0], b.shape[1],
+                                    bytes(b.contiguous().to(torch.uint8).flatten().tolist()))
+
+
+def _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend, seed=0,
+            block_mask=None):
     p = _kfa.Params()
+    if block_mask is not None:
+        if not isinstance(block_mask, BlockMask):
+            raise TypeError("kfa: block_mask must be a kfa.BlockMask")
+        p.block_mask = block_mask._mask
     p.causal = bool(causal)
     if softmax_scale is not None:
         p.softmax_scale = float(softmax_scale)
@@ -149,28 +177,29 @@ class _AttentionVarlen(torch.autograd.Function):
 
 
 def attention(q, k, v, causal=False, softmax_scale=None, window=(-1, -1), softcap=0.0, alibi_slopes=None,
-              dropout_p=0.0, return_lse=False, layout="bshd", deterministic=False, backend="auto"):
+              dropout_p=0.0, block_mask=None, return_lse=False, layout="bshd", deterministic=False, backend="auto"):
     """softmax(q k^T * softmax_scale) v for q [batch, seqlen_q, heads, head_dim] and k, v [batch, seqlen_k,
     heads_kv, head_dim] (layout "bshd"; "bhsd" takes [batch, heads, seqlen, head_dim]); heads a multiple of
     heads_kv (GQA, MQA). causal is aligned to the bottom right (the last query sees the last key);
     window = (left, right) keys around the diagonal, -1 unbounded; softcap: scores become
     softcap * tanh(score / softcap); alibi_slopes: one per head; dropout_p: on the attention weights,
-    with a seed drawn from PyTorch's generator. Returns out (and the log-sum-exp [batch, heads,
-    seqlen_q], float32) in q's layout. Differentiable in q, k, v."""
+    with a seed drawn from PyTorch's generator; block_mask: a kfa.BlockMask. Returns out (and the
+    log-sum-exp [batch, heads, seqlen_q], float32) in q's layout. Differentiable in q, k, v."""
     params = _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend,
-                     _dropout_seed(dropout_p))
+                     _dropout_seed(dropout_p), block_mask)
     out, lse = _Attention.apply(q, k, v, layout, params)
     return (out, lse) if return_lse else out
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False,
                      softmax_scale=None, window=(-1, -1), softcap=0.0, alibi_slopes=None, dropout_p=0.0,
-                     return_lse=False, deterministic=False, backend="auto"):
+                     block_mask=None, return_lse=False, deterministic=False, backend="auto"):
     """attention over packed sequences: q [total_q, heads, head_dim], k, v [total_k, heads_kv, head_dim],
     sequence b's rows cu_seqlens[b] .. cu_seqlens[b + 1] - 1 (int32 [batch + 1], on q's device). The
-    log-sum-exp is [heads, total_q]. Differentiable in q, k, v."""
+    log-sum-exp is [heads, total_q]; a block_mask's blocks count positions inside each sequence.
+    Differentiable in q, k, v."""
     params = _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend,
-                     _dropout_seed(dropout_p))
+                     _dropout_seed(dropout_p), block_mask)
     out, lse = _AttentionVarlen.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params)
     return (out, lse) if return_lse else out
 

@@ -7,7 +7,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -57,14 +59,37 @@ struct MaybeTensor {
   const kfa_tensor* get() const { return present ? &t : nullptr; }
 };
 
-/// kfa_params with the ALiBi slopes it points at.
+/// A kfa_block_mask; Params that use it hold a reference, so it outlives their calls' launches.
+struct BlockMask {
+  kfa_block_mask m = nullptr;
+  BlockMask(std::int64_t seqlen_q, std::int64_t seqlen_k, std::int64_t block_q, std::int64_t block_k,
+            std::int64_t batch, std::int64_t heads, const py::bytes& blocks) {
+    const std::string b = blocks;  // one byte per block
+    const std::int64_t n = batch * heads * ((seqlen_q + block_q - 1) / std::max<std::int64_t>(block_q, 1)) *
+                           ((seqlen_k + block_k - 1) / std::max<std::int64_t>(block_k, 1));
+    if (static_cast<std::int64_t>(b.size()) != n)
+      throw py::value_error("kfa: the block matrix has " + std::to_string(b.size()) + " entries, expected " +
+                            std::to_string(n));
+    check(kfa_block_mask_create(&m, seqlen_q, seqlen_k, block_q, block_k, batch, heads,
+                                reinterpret_cast<const std::uint8_t*>(b.data())));
+  }
+  ~BlockMask() {
+    if (m != nullptr) kfa_block_mask_destroy(m);
+  }
+  BlockMask(const BlockMask&) = delete;
+  BlockMask& operator=(const BlockMask&) = delete;
+};
+
+/// kfa_params with the ALiBi slopes and the block mask it points at.
 struct Params {
   kfa_params p{};
   std::vector<float> alibi;
+  std::shared_ptr<BlockMask> mask;
   Params() { kfa_params_default(&p); }
   const kfa_params* get() {
     p.alibi_slopes = alibi.empty() ? nullptr : alibi.data();
     p.num_alibi_slopes = static_cast<std::int64_t>(alibi.size());
+    p.block_mask = mask ? mask->m : nullptr;
     return &p;
   }
 };
@@ -101,6 +126,12 @@ PYBIND11_MODULE(_kfa, m) {
   m.def("initialize", [] { check(kfa_initialize()); });
   m.def("finalize", [] { check(kfa_finalize()); });
 
+  py::class_<BlockMask, std::shared_ptr<BlockMask>>(m, "BlockMask")
+      .def(py::init<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                    const py::bytes&>(),
+           py::arg("seqlen_q"), py::arg("seqlen_k"), py::arg("block_q"), py::arg("block_k"), py::arg("batch"),
+           py::arg("heads"), py::arg("blocks"));
+
   py::class_<Params>(m, "Params")
       .def(py::init<>())
       .def_property(
@@ -133,7 +164,8 @@ PYBIND11_MODULE(_kfa, m) {
           [](Params& s, bool v) { s.p.deterministic = v; })
       .def_property(
           "backend", [](const Params& s) { return s.p.backend; }, [](Params& s, int v) { s.p.backend = v; })
-      .def_readwrite("alibi_slopes", &Params::alibi);
+      .def_readwrite("alibi_slopes", &Params::alibi)
+      .def_readwrite("block_mask", &Params::mask);
 
   py::class_<Context>(m, "Context")
       .def(py::init<int, std::uintptr_t>(), py::arg("memory"), py::arg("stream") = 0)

@@ -269,6 +269,41 @@ static void check_errors(kfa_context ctx) {
   buf_free(&q); buf_free(&o); buf_free(&l);
 }
 
+/* A block mask through the C API: all blocks computed equals no mask; a block row that is skipped gives
+ * its queries zeros and lse -inf, the other rows unchanged; bad block sizes are refused. */
+static void check_block_mask(kfa_context ctx) {
+  const int64_t b = 1, s = 40, h = 2, d = 16, nb = 3; /* 16-row blocks, the last one partial */
+  const long nq = b * s * h * d, nl = b * h * s;
+  Buf q = buf_new(nq, KFA_DTYPE_F64, 1), k = buf_new(nq, KFA_DTYPE_F64, 1), v = buf_new(nq, KFA_DTYPE_F64, 1);
+  Buf o0 = buf_new(nq, KFA_DTYPE_F64, 0), l0 = buf_new(nl, KFA_DTYPE_F64, 0);
+  Buf o1 = buf_new(nq, KFA_DTYPE_F64, 0), l1 = buf_new(nl, KFA_DTYPE_F64, 0);
+  kfa_tensor tq = tens(&q, 4, b, s, h, d), tk = tens(&k, 4, b, s, h, d), tv = tens(&v, 4, b, s, h, d);
+  kfa_tensor to0 = tens(&o0, 4, b, s, h, d), tl0 = tens(&l0, 3, b, h, s, 0);
+  kfa_tensor to1 = tens(&o1, 4, b, s, h, d), tl1 = tens(&l1, 3, b, h, s, 0);
+  uint8_t blocks[9];
+  for (int i = 0; i < 9; ++i) blocks[i] = i >= nb; /* block row 0 skipped, the rest computed */
+  kfa_block_mask mask = NULL;
+  EXPECT(kfa_block_mask_create(&mask, s, s, 16, 16, 1, 1, blocks) == KFA_SUCCESS, "block mask: %s", kfa_last_error());
+  kfa_params p;
+  kfa_params_default(&p);
+  EXPECT(kfa_forward(ctx, &tq, &tk, &tv, &to0, &tl0, &p) == KFA_SUCCESS, "forward: %s", kfa_last_error());
+  p.block_mask = mask;
+  EXPECT(kfa_forward(ctx, &tq, &tk, &tv, &to1, &tl1, &p) == KFA_SUCCESS, "masked forward: %s", kfa_last_error());
+  kfa_context_fence(ctx);
+  buf_read(&o0); buf_read(&l0); buf_read(&o1); buf_read(&l1);
+  int ok = 1;
+  for (long i = 0; i < nq; ++i) {
+    const long row = (i / (h * d)) % s;
+    ok = ok && (row < 16 ? o1.vals[i] == 0.0 : fabs(o1.vals[i] - o0.vals[i]) < 1e-12);
+  }
+  for (long i = 0; i < nl; ++i) ok = ok && (i % s < 16 ? isinf(l1.vals[i]) && l1.vals[i] < 0 : fabs(l1.vals[i] - l0.vals[i]) < 1e-12);
+  EXPECT(ok, "block mask: the skipped block row is not zero / -inf, or the others changed");
+  kfa_block_mask_destroy(mask);
+  EXPECT(kfa_block_mask_create(&mask, s, s, 10, 10, 1, 1, blocks) == KFA_ERROR_INVALID_ARGUMENT && mask == NULL,
+         "block size 10 accepted");
+  buf_free(&q); buf_free(&k); buf_free(&v); buf_free(&o0); buf_free(&l0); buf_free(&o1); buf_free(&l1);
+}
+
 int main(void) {
   kfa_context ctx = NULL;
   EXPECT(kfa_forward(ctx, NULL, NULL, NULL, NULL, NULL, NULL) == KFA_ERROR_NOT_INITIALIZED, "call before initialize");
@@ -283,6 +318,7 @@ int main(void) {
   check_varlen_and_kvcache(ctx, KFA_DTYPE_F32);
   check_varlen_and_kvcache(ctx, KFA_DTYPE_F64);
   check_errors(ctx);
+  check_block_mask(ctx);
   kfa_context_destroy(ctx);
   kfa_finalize();
   printf("kfa-tests-c: %s (%d failures)\n", failures ? "FAILED" : "all checks passed", failures);

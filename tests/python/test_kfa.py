@@ -33,8 +33,10 @@ def visible(sq, sk, causal, window, device):
     return ok
 
 
-def reference(q, k, v, causal=False, scale=None, window=(-1, -1), softcap=0.0, alibi=None, dtype=torch.float64):
-    """Unfused attention in `dtype`: out [b, sq, h, d] and lse [b, h, sq] (rows that see no key: 0, -inf)."""
+def reference(q, k, v, causal=False, scale=None, window=(-1, -1), softcap=0.0, alibi=None, allowed=None,
+              dtype=torch.float64):
+    """Unfused attention in `dtype`: out [b, sq, h, d] and lse [b, h, sq] (rows that see no key: 0, -inf);
+    `allowed` [b or 1, h or 1, sq, sk] masks elements too."""
     b, sq, h, d = q.shape
     sk, hk = k.shape[1], k.shape[2]
     q, k, v = (x.to(dtype) for x in (q, k, v))
@@ -50,12 +52,20 @@ def reference(q, k, v, causal=False, scale=None, window=(-1, -1), softcap=0.0, a
         dist = (i + sk - sq - j).abs().to(dtype)
         s = s - torch.as_tensor(alibi, dtype=dtype, device=q.device).view(1, h, 1, 1) * dist
     ok = visible(sq, sk, causal, window, q.device)
+    if allowed is not None:
+        ok = ok & allowed.to(q.device)
     s = s.masked_fill(~ok, float("-inf"))
     lse = torch.logsumexp(s, dim=-1)
     p = torch.exp(s - lse.unsqueeze(-1).masked_fill(torch.isinf(lse).unsqueeze(-1), 0.0))
     p = p.masked_fill(~ok, 0.0)
     out = torch.einsum("bhqk,bkhd->bqhd", p, v)
     return out, lse
+
+
+def element_mask(mask):
+    """The [b or 1, h or 1, sq, sk] element mask of a kfa.BlockMask."""
+    e = mask.blocks.repeat_interleave(mask.block_q, dim=2).repeat_interleave(mask.block_k, dim=3)
+    return e[:, :, :mask.seqlen_q, :mask.seqlen_k]
 
 
 def max_err(a, b):
@@ -87,7 +97,8 @@ class Checker(unittest.TestCase):
         out.backward(to_layout(c.dout))
         got = [from_layout(x) for x in (out.detach(), q.grad, k.grad, v.grad)]
         ropt = dict(causal=opt.get("causal", False), scale=opt.get("softmax_scale"), window=opt.get("window", (-1, -1)),
-                    softcap=opt.get("softcap", 0.0), alibi=opt.get("alibi_slopes"))
+                    softcap=opt.get("softcap", 0.0), alibi=opt.get("alibi_slopes"),
+                    allowed=element_mask(opt["block_mask"]) if "block_mask" in opt else None)
         results = []
         for rdtype in (torch.float64, dtype):
             rq, rk, rv = (x.detach().to(rdtype).requires_grad_() for x in (c.q, c.k, c.v))
@@ -116,6 +127,22 @@ class TestCpu(Checker):
         self.check_fwd_bwd(c, window=(20, 3))
         self.check_fwd_bwd(c, softcap=5.0, softmax_scale=0.3)
         self.check_fwd_bwd(c, alibi_slopes=[0.5, 0.25, 0.125, 0.0625], causal=True)
+
+    def test_block_masks(self):
+        for causal in (False, True):
+            for heads_in_mask in (1, 4):
+                sq = sk = 70  # 5 blocks of 16, the last one partial
+                blocks = torch.rand(heads_in_mask, 5, 5) < 0.5
+                blocks[..., 0, :] = False  # a block row that is all skipped: its queries see no key
+                mask = kfa.BlockMask(blocks, sq, sk, block_q=16, block_k=16)
+                self.check_fwd_bwd(Case(b=2, sq=sq, sk=sk, h=4, hk=2, d=32, dtype=torch.float64), block_mask=mask,
+                                   causal=causal)
+        c = Case(b=1, sq=40, sk=40, h=2, hk=2, d=16, dtype=torch.float64)
+        out, lse = kfa.attention(c.q, c.k, c.v, block_mask=kfa.BlockMask(torch.zeros(3, 3, dtype=torch.bool), 40, 40, 16, 16),
+                                 return_lse=True)
+        self.assertTrue((out == 0).all() and torch.isneginf(lse).all())
+        with self.assertRaises(ValueError):  # block sizes not multiples of 16
+            kfa.attention(c.q, c.k, c.v, block_mask=kfa.BlockMask(torch.ones(4, 4, dtype=torch.bool), 40, 40, 10, 10))
 
     def test_lse_and_rows_that_see_no_key(self):
         c = Case(b=1, sq=30, sk=10, h=2, hk=2, d=16, dtype=torch.float64)
@@ -234,6 +261,12 @@ class TestGpu(Checker):
         self.check_fwd_bwd(c, layout="bhsd", causal=True)
         self.check_fwd_bwd(c, window=(64, 0), softcap=20.0)
         self.check_fwd_bwd(c, alibi_slopes=[0.5, 0.25, 0.125, 0.0625])
+
+    def test_block_mask(self):
+        blocks = torch.rand(4, 3, 3) < 0.6
+        mask = kfa.BlockMask(blocks, 300, 300, block_q=128, block_k=128)
+        self.check_fwd_bwd(Case(b=2, sq=300, sk=300, h=4, hk=2, d=128, dtype=torch.bfloat16, device="cuda"),
+                           block_mask=mask, causal=True)
 
     def test_matches_sdpa_on_a_side_stream(self):
         q, k, v = (torch.randn(2, 8, 512, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))

@@ -55,6 +55,10 @@ typedef struct kfa_tensor {
 /* A row-major (C order) tensor of the given extents. */
 kfa_tensor kfa_tensor_contiguous(void* data, int32_t dtype, int32_t rank, const int64_t* extents, int32_t memory);
 
+/* A block-sparse mask (kfa::BlockMask): which (query block, key block) pairs of the scores are computed;
+ * skipped blocks cost nothing. See kfa_block_mask_create. */
+typedef struct kfa_block_mask_s* kfa_block_mask;
+
 /* Options of a call (kfa::Params). kfa_params_default gives plain softmax(Q K^T / sqrt(d)) V. */
 typedef struct kfa_params {
   double softmax_scale;        /* used when has_softmax_scale != 0; else 1 / sqrt(head_dim) */
@@ -69,6 +73,7 @@ typedef struct kfa_params {
   int32_t causal;              /* bottom-right aligned */
   int32_t deterministic;       /* backward: bitwise reproducible */
   int32_t backend;             /* 0 automatic, 1 portable, 2 native */
+  kfa_block_mask block_mask;   /* NULL = none; combines with causal / window (forward, backward, varlen) */
 } kfa_params;
 
 void kfa_params_default(kfa_params* params);
@@ -84,6 +89,16 @@ typedef struct kfa_context_s* kfa_context;
 kfa_status kfa_context_create(kfa_context* ctx, int32_t memory, void* stream);
 kfa_status kfa_context_destroy(kfa_context ctx);
 kfa_status kfa_context_fence(kfa_context ctx);
+
+/* A block mask from a dense block matrix blocks[batch][heads][n_qblocks][n_kblocks] in host memory
+ * (row-major, nonzero = computed), n_qblocks = ceil(seqlen_q / block_q), n_kblocks likewise; batch or
+ * heads 1 broadcasts over the call's. Block sizes are multiples of 16 (the native GPU kernels take 64,
+ * 128 and 256). With packed sequences the block rows and columns count positions inside each sequence.
+ * The mask is copied to a device on first use there and kept; destroy it only after the calls that use
+ * it have completed (kfa_context_fence). */
+kfa_status kfa_block_mask_create(kfa_block_mask* mask, int64_t seqlen_q, int64_t seqlen_k, int64_t block_q,
+                                 int64_t block_k, int64_t batch, int64_t heads, const uint8_t* blocks);
+kfa_status kfa_block_mask_destroy(kfa_block_mask mask);
 
 /* The message of the calling thread's last failed call ("" when none). */
 const char* kfa_last_error(void);
