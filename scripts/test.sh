@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds kfa and runs every test suite this machine can run:
 #   0. with an NVIDIA GPU present, first: a Kokkos-CUDA build with the native CUDA backend and its suites,
-#   1. the host suites (Serial + OpenMP), the Fortran test and the Python package's test in a Release
-#      build (gfortran, pybind11 and PyTorch are installed when missing and apt-get can),
+#   1. the host suites (Serial + OpenMP), the Fortran test, the Python package's test and the ring-attention
+#      tests under mpiexec (2 and 4 ranks) in a Release build (gfortran, pybind11, PyTorch and Open MPI
+#      are installed when missing and apt-get can),
 #   2. an install + a tiny consumer project that does find_package(kfa),
 #   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer, less the randomized
-#      parameter sweeps (Catch2 tag [sweep]: the Release run has them),
+#      parameter sweeps (Catch2 tag [sweep]: the Release run has them) and the MPI tests,
 # Dependencies come from an installed Kokkos/Catch2, else ../shared/deps, else the upstream release.
 # Environment: KFA_BUILD_ROOT (default ./build), KFA_SKIP_SANITIZERS=1, KFA_CMAKE_ARGS (extra args).
 set -euo pipefail
@@ -24,6 +25,10 @@ if ! command -v gfortran >/dev/null; then
   command -v gfortran >/dev/null || echo "gfortran could not be installed ($out/gfortran.apt.log): no Fortran module"
 fi
 python_setup  # sets python_args: the Python package when a Python with torch and pybind11 is (or can be) installed
+# The ring-attention tests run under mpiexec (Open MPI from Debian/Ubuntu when no MPI is installed).
+if ! command -v mpiexec >/dev/null; then
+  apt_install mpi openmpi-bin libopenmpi-dev || echo "no MPI could be installed ($out/mpi.apt.log): no ring-attention tests"
+fi
 
 # With an NVIDIA GPU, its suites come first: a Kokkos-CUDA build with the native CUDA backend, built for
 # this GPU's architecture only (the native kernels exist as sm_80 code, which runs on every 8.x GPU, and
@@ -56,7 +61,7 @@ if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   # Kokkos and Catch2 come from the install above, so only kfa and its tests are instrumented.
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
     -DCMAKE_PREFIX_PATH="$out/install" "${extra[@]}"
   cmake --build "$out/sanitize" --parallel "$jobs"
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure

@@ -1,0 +1,298 @@
+#pragma once
+// kfa::distributed: context-parallel (ring) attention over MPI, for sequences split across processes.
+//
+// Each rank holds its slice of one self-attention sequence: q, k, v [batch, n_r, heads(_kv), head_dim]
+// with the same positions for queries and keys. The K/V slices travel around the ring (rank r sends to
+// r + 1 and receives from r - 1, the next block's transfer overlapping the current block's compute);
+// each rank attends its queries to every block it sees with kfa::forward and folds the partial results
+// into its output with kfa::merge_attention_states. The backward rotates K, V together with their dK,
+// dV accumulators, which arrive back at their owner after a full turn; every block's backward is
+// kfa::backward with the global LSE of the forward, so the sum over blocks is the exact gradient.
+//
+// Layouts (RingLayout): `contiguous`, rank r holds positions [sum of n_s for s < r, + n_r) (any n_r,
+// rank by rank); `zigzag`, for causal load balance, the sequence is cut into 2P equal chunks and rank r
+// holds chunks r and 2P - 1 - r (n_r even and equal on every rank). Under causal attention a (query
+// chunk, key chunk) pair is full below the diagonal, causal on it and skipped above it.
+//
+// Supported: causal or not, softmax_scale, softcap, GQA/MQA, deterministic; every element type and
+// execution space kfa::forward takes, with MPI reading the execution space's memory (host spaces, or a
+// GPU-aware MPI for device memory). Not supported (a kfa::Error): sliding windows, ALiBi, dropout and
+// block masks (their positions are global, the blocks' local). Collective: every rank of `comm` calls,
+// with the same batch, heads, heads_kv, head_dim, options and layout.
+#include <mpi.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kfa/backward.hpp"
+#include "kfa/error.hpp"
+#include "kfa/forward.hpp"
+#include "kfa/merge.hpp"
+#include "kfa/params.hpp"
+
+namespace kfa::distributed {
+
+enum class RingLayout { contiguous, zigzag };
+
+struct RingOptions {
+  RingLayout layout = RingLayout::contiguous;
+};
+
+namespace detail {
+
+/// A part of a rank's slice: global chunk index (sequence order), offset and length in the slice.
+struct Chunk {
+  std::int64_t index, offset, length;
+};
+
+struct Ring {
+  int rank = 0, size = 1;
+  std::vector<std::int64_t> lengths;  // n_r of every rank
+  std::int64_t batch = 0, heads = 0, heads_kv = 0, head_dim = 0;
+  RingLayout layout = RingLayout::contiguous;
+
+  std::vector<Chunk> chunks(int r) const {
+    const std::int64_t n = lengths[r];
+    if (layout == RingLayout::contiguous) return {{r, 0, n}};
+    return {{r, 0, n / 2}, {2 * std::int64_t(size) - 1 - r, n / 2, n / 2}};
+  }
+  std::int64_t max_length() const { return *std::max_element(lengths.begin(), lengths.end()); }
+};
+
+inline void mpi_check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) throw Error(std::string("kfa ring attention: ") + what + " failed (MPI error " + std::to_string(rc) + ")");
+}
+
+/// Checks the call's options and shapes on every rank (the same decision everywhere: the shapes of all
+/// ranks are gathered first) and returns the ring's description.
+template <class Q, class K>
+Ring make_ring(MPI_Comm comm, const Q& q, const K& k, const Params& p, const RingOptions& opt) {
+  Ring ring;
+  mpi_check(MPI_Comm_rank(comm, &ring.rank), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(comm, &ring.size), "MPI_Comm_size");
+  ring.layout = opt.layout;
+  const std::int64_t mine[6] = {std::int64_t(q.extent(0)), std::int64_t(q.extent(1)), std::int64_t(q.extent(2)),
+                                std::int64_t(k.extent(2)), std::int64_t(q.extent(3)), std::int64_t(k.extent(1))};
+  std::vector<std::int64_t> all(6 * std::size_t(ring.size));
+  mpi_check(MPI_Allgather(mine, 6, MPI_INT64_T, all.data(), 6, MPI_INT64_T, comm), "MPI_Allgather");
+  if (p.window_left >= 0 || p.window_right >= 0 || !p.alibi_slopes.empty() || p.dropout_p != 0.0 ||
+      p.block_mask != nullptr)
+    throw Error("kfa ring attention: sliding windows, ALiBi, dropout and block masks are not supported "
+                "(they are defined on global positions); causal, softcap, softmax_scale and GQA are");
+  for (int r = 0; r < ring.size; ++r) {
+    const std::int64_t* s = &all[6 * std::size_t(r)];
+    if (s[0] != all[0] || s[2] != all[2] || s[3] != all[3] || s[4] != all[4])
+      throw Error("kfa ring attention: rank " + std::to_string(r) +
+                  " has a different batch, heads, heads_kv or head_dim than rank 0");
+    if (s[1] != s[5])
+      throw Error("kfa ring attention: rank " + std::to_string(r) + " holds " + std::to_string(s[1]) +
+                  " queries but " + std::to_string(s[5]) + " keys; each rank holds the same positions of q and k, v");
+    if (opt.layout == RingLayout::zigzag && (s[1] != all[1] || s[1] % 2 != 0))
+      throw Error("kfa ring attention: the zigzag layout needs the same even length on every rank (rank " +
+                  std::to_string(r) + " has " + std::to_string(s[1]) + ", rank 0 " + std::to_string(all[1]) + ")");
+    ring.lengths.push_back(s[1]);
+  }
+  ring.batch = all[0], ring.heads = all[2], ring.heads_kv = all[3], ring.head_dim = all[4];
+  return ring;
+}
+
+enum class PairKind { skip, full, diagonal };
+
+inline PairKind pair_kind(const Chunk& qc, const Chunk& kc, bool causal) {
+  if (qc.length == 0 || kc.length == 0) return PairKind::skip;
+  if (!causal || kc.index < qc.index) return PairKind::full;
+  return kc.index == qc.index ? PairKind::diagonal : PairKind::skip;
+}
+
+/// Rows [offset, offset + length) of a [batch, seqlen, heads, head_dim] View, and of an lse View.
+template <class V>
+auto rows(const V& x, const Chunk& c) {
+  return Kokkos::subview(x, Kokkos::ALL, std::make_pair(c.offset, c.offset + c.length), Kokkos::ALL, Kokkos::ALL);
+}
+template <class V>
+auto lse_rows(const V& x, const Chunk& c) {
+  return Kokkos::subview(x, Kokkos::ALL, Kokkos::ALL, std::make_pair(c.offset, c.offset + c.length));
+}
+
+/// A [batch, n, heads_kv, head_dim] window on a flat buffer (contiguous, so one message).
+template <class T, class Mem>
+using Block = Kokkos::View<T****, Kokkos::LayoutRight, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+template <class T, class Mem>
+Block<T, Mem> block(T* data, const Ring& ring, std::int64_t n) {
+  return Block<T, Mem>(data, ring.batch, n, ring.heads_kv, ring.head_dim);
+}
+
+/// Message tags of the four rotating tensors; a tensor's pieces take consecutive tags (8192 pieces of
+/// 1 GiB at most, within the 32767 every MPI allows).
+inline constexpr int kTagK = 0, kTagV = 8192, kTagDK = 16384, kTagDV = 24576;
+
+/// Posts the transfer of `count` elements of T: sent to `to`, received from `from` (pieces of at most
+/// 1 GiB, so the counts fit MPI's int).
+template <class T>
+void post(MPI_Comm comm, const T* send, std::int64_t send_count, T* recv, std::int64_t recv_count, int to, int from,
+          int tag, std::vector<MPI_Request>& reqs) {
+  constexpr std::int64_t piece = std::int64_t(1) << 30;
+  auto go = [&](const void* s, void* r, std::int64_t bytes, bool sending) {
+    for (std::int64_t off = 0, i = 0; off < bytes; off += piece, ++i) {
+      const int n = static_cast<int>(std::min(piece, bytes - off));
+      MPI_Request rq;
+      if (sending)
+        mpi_check(MPI_Isend(static_cast<const char*>(s) + off, n, MPI_BYTE, to, tag + int(i), comm, &rq), "MPI_Isend");
+      else
+        mpi_check(MPI_Irecv(static_cast<char*>(r) + off, n, MPI_BYTE, from, tag + int(i), comm, &rq), "MPI_Irecv");
+      reqs.push_back(rq);
+    }
+  };
+  go(nullptr, recv, recv_count * std::int64_t(sizeof(T)), false);
+  go(send, nullptr, send_count * std::int64_t(sizeof(T)), true);
+}
+
+inline void wait_all(std::vector<MPI_Request>& reqs) {
+  if (!reqs.empty()) mpi_check(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  reqs.clear();
+}
+
+/// acc += x, element by element, for two [batch, n, heads, head_dim] Views.
+template <class Exec, class A, class X>
+void add_into(const Exec& exec, const A& acc, const X& x) {
+  Kokkos::parallel_for(
+      "kfa ring: accumulate",
+      Kokkos::MDRangePolicy<Exec, Kokkos::Rank<4>>(exec, {0, 0, 0, 0},
+                                                   {acc.extent(0), acc.extent(1), acc.extent(2), acc.extent(3)}),
+      KOKKOS_LAMBDA(std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d) { acc(b, s, h, d) += x(b, s, h, d); });
+}
+
+template <class T, class Mem>
+using Flat = Kokkos::View<T*, Mem>;
+
+}  // namespace detail
+
+/// o, lse (written) = attention of this rank's queries over the whole ring's keys. q [batch, n_r, heads,
+/// head_dim], k, v [batch, n_r, heads_kv, head_dim], o like q, lse [batch, heads, n_r]; positions by
+/// opt.layout. Collective over comm.
+template <class Exec, class Q, class K, class V, class O, class L>
+void ring_attention_forward(MPI_Comm comm, const Exec& exec, const Q& q, const K& k, const V& v, const O& o,
+                            const L& lse, const Params& params, const RingOptions& opt = {}) {
+  using namespace detail;
+  using T = typename O::non_const_value_type;
+  using LT = typename L::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  const Ring ring = make_ring(comm, q, k, params, opt);
+  const int P = ring.size, r = ring.rank;
+  const std::int64_t per = ring.batch * ring.max_length() * ring.heads_kv * ring.head_dim;
+  Flat<T, Mem> kbuf[2] = {Flat<T, Mem>("kfa ring k 0", per), Flat<T, Mem>("kfa ring k 1", per)};
+  Flat<T, Mem> vbuf[2] = {Flat<T, Mem>("kfa ring v 0", per), Flat<T, Mem>("kfa ring v 1", per)};
+  const std::int64_t nmax = ring.max_length();
+  Kokkos::View<T****, Mem> o_part("kfa ring o part", ring.batch, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", ring.batch, ring.heads, nmax);
+  // the accumulators: o = 0, lse = -inf, each block merged in
+  Kokkos::deep_copy(exec, o, T(0));
+  Kokkos::deep_copy(exec, lse, -Kokkos::Experimental::infinity<LT>::value);
+  Kokkos::deep_copy(exec, block<T, Mem>(kbuf[0].data(), ring, ring.lengths[r]), k);
+  Kokkos::deep_copy(exec, block<T, Mem>(vbuf[0].data(), ring, ring.lengths[r]), v);
+  exec.fence("kfa ring: first block staged");
+  std::vector<MPI_Request> reqs;
+  const std::vector<Chunk> qchunks = ring.chunks(r);
+  for (int s = 0; s < P; ++s) {
+    const int src = (r - s + P) % P, cur = s & 1;
+    if (s + 1 < P) {  // the next block (rank src - 1's) arrives while this one is computed
+      const int nsrc = (src - 1 + P) % P;
+      const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
+      const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
+      post(comm, kbuf[cur].data(), cnt, kbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagK, reqs);
+      post(comm, vbuf[cur].data(), cnt, vbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagV, reqs);
+    }
+    const auto kb = block<T, Mem>(kbuf[cur].data(), ring, ring.lengths[src]);
+    const auto vb = block<T, Mem>(vbuf[cur].data(), ring, ring.lengths[src]);
+    for (const Chunk& qc : qchunks)
+      for (const Chunk& kc : ring.chunks(src)) {
+        const PairKind kind = pair_kind(qc, kc, params.causal);
+        if (kind == PairKind::skip) continue;
+        Params pp = params;
+        pp.causal = kind == PairKind::diagonal;
+        const Chunk local{0, 0, qc.length};
+        const auto op = rows(o_part, local);
+        const auto lp = lse_rows(lse_part, local);
+        kfa::forward(exec, rows(q, qc), rows(kb, kc), rows(vb, kc), op, lp, pp);
+        kfa::merge_attention_states(exec, rows(o, qc), lse_rows(lse, qc), op, lp);
+      }
+    exec.fence("kfa ring: block computed");
+    wait_all(reqs);
+  }
+}
+
+/// dq, dk, dv (written) of ring attention, from dout and the forward's q, k, v, o, lse (this rank's
+/// slices, as ring_attention_forward took and gave them). Collective over comm.
+template <class Exec, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV>
+void ring_attention_backward(MPI_Comm comm, const Exec& exec, const DO& dout, const Q& q, const K& k, const V& v,
+                             const O& o, const L& lse, const DQ& dq, const DK& dk, const DV& dv, const Params& params,
+                             const RingOptions& opt = {}) {
+  using namespace detail;
+  using T = typename DQ::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  const Ring ring = make_ring(comm, q, k, params, opt);
+  const int P = ring.size, r = ring.rank;
+  const std::int64_t nmax = ring.max_length();
+  const std::int64_t per = ring.batch * nmax * ring.heads_kv * ring.head_dim;
+  // K, V and their dK, dV accumulators travel together: buffers [which][k, v, dk, dv]
+  Flat<T, Mem> buf[2][4];
+  for (int w = 0; w < 2; ++w)
+    for (int j = 0; j < 4; ++j) buf[w][j] = Flat<T, Mem>("kfa ring buffer", per);
+  Kokkos::View<T****, Mem> dq_part("kfa ring dq part", ring.batch, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Mem> dk_part("kfa ring dk part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Mem> dv_part("kfa ring dv part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::deep_copy(exec, dq, T(0));
+  Kokkos::deep_copy(exec, block<T, Mem>(buf[0][0].data(), ring, ring.lengths[r]), k);
+  Kokkos::deep_copy(exec, block<T, Mem>(buf[0][1].data(), ring, ring.lengths[r]), v);
+  Kokkos::deep_copy(exec, buf[0][2], T(0));
+  Kokkos::deep_copy(exec, buf[0][3], T(0));
+  exec.fence("kfa ring: first block staged");
+  std::vector<MPI_Request> reqs;
+  const std::vector<Chunk> qchunks = ring.chunks(r);
+  const int to = (r + 1) % P, from = (r - 1 + P) % P;
+  for (int s = 0; s < P; ++s) {
+    const int src = (r - s + P) % P, cur = s & 1;
+    // K and V of the next block come in during the compute; dK, dV move once this block's are added
+    const int nsrc = (src - 1 + P) % P;
+    const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
+    const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
+    if (s + 1 < P) {
+      post(comm, buf[cur][0].data(), cnt, buf[cur ^ 1][0].data(), ncnt, to, from, kTagK, reqs);
+      post(comm, buf[cur][1].data(), cnt, buf[cur ^ 1][1].data(), ncnt, to, from, kTagV, reqs);
+    }
+    const auto kb = block<T, Mem>(buf[cur][0].data(), ring, ring.lengths[src]);
+    const auto vb = block<T, Mem>(buf[cur][1].data(), ring, ring.lengths[src]);
+    const auto dkb = block<T, Mem>(buf[cur][2].data(), ring, ring.lengths[src]);
+    const auto dvb = block<T, Mem>(buf[cur][3].data(), ring, ring.lengths[src]);
+    for (const Chunk& qc : qchunks)
+      for (const Chunk& kc : ring.chunks(src)) {
+        const PairKind kind = pair_kind(qc, kc, params.causal);
+        if (kind == PairKind::skip) continue;
+        Params pp = params;
+        pp.causal = kind == PairKind::diagonal;
+        const Chunk ql{0, 0, qc.length}, kl{0, 0, kc.length};
+        kfa::backward(exec, rows(dout, qc), rows(q, qc), rows(kb, kc), rows(vb, kc), rows(o, qc), lse_rows(lse, qc),
+                      rows(dq_part, ql), rows(dk_part, kl), rows(dv_part, kl), pp);
+        add_into(exec, rows(dq, qc), rows(dq_part, ql));
+        add_into(exec, rows(dkb, kc), rows(dk_part, kl));
+        add_into(exec, rows(dvb, kc), rows(dv_part, kl));
+      }
+    exec.fence("kfa ring: block computed");
+    // this block's dK, dV go on to the next rank (after the last step: home to their owner)
+    post(comm, buf[cur][2].data(), cnt, buf[cur ^ 1][2].data(), ncnt, to, from, kTagDK, reqs);
+    post(comm, buf[cur][3].data(), cnt, buf[cur ^ 1][3].data(), ncnt, to, from, kTagDV, reqs);
+    wait_all(reqs);
+  }
+  // after P steps the buffers hold this rank's own block (it came back from rank r - 1)
+  const int home = P & 1;
+  Kokkos::deep_copy(exec, dk, block<T, Mem>(buf[home][2].data(), ring, ring.lengths[r]));
+  Kokkos::deep_copy(exec, dv, block<T, Mem>(buf[home][3].data(), ring, ring.lengths[r]));
+}
+
+}  // namespace kfa::distributed
