@@ -55,6 +55,9 @@ cmake --build "$out/consumer" --parallel "$jobs"
 "$out/consumer/kfa-consumer"
 [ -x "$out/consumer/kfa-consumer-c" ] && "$out/consumer/kfa-consumer-c"  # the C API, through the installed package
 [ -x "$out/consumer/kfa-consumer-fortran" ] && "$out/consumer/kfa-consumer-fortran"  # the Fortran module, likewise
+if [ ${#python_args[@]} -gt 0 ]; then  # the Python package, from the install
+  PYTHONPATH="$(ls -d "$out"/install/lib*/python | head -1)" "$(python_with_torch)" "$root/examples/python/attention.py"
+fi
 
 if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
