@@ -25,6 +25,12 @@ if ! command -v gfortran >/dev/null; then
   command -v gfortran >/dev/null || echo "gfortran could not be installed ($out/gfortran.apt.log): no Fortran module"
 fi
 python_setup  # sets python_args: the Python package when a Python with torch and pybind11 is (or can be) installed
+# Catch2 built once with the host compiler (ci/host_catch2.sh, from the pinned tarball) for every build
+# here, instead of once per build; without the tarball each build finds or fetches its own.
+catch2=""
+if [ -f "${KFA_DEPS_DIR:-$root/../shared/deps}/Catch2-3.7.1.tar.gz" ]; then
+  catch2=$(KFA_CATCH2_DIR="${KFA_CATCH2_DIR:-$out/catch2-host}" JOBS=$jobs bash "$root/ci/host_catch2.sh" | tail -1) || catch2=""
+fi
 # The ring-attention tests run under mpiexec (Open MPI from Debian/Ubuntu when no MPI is installed).
 if ! command -v mpiexec >/dev/null; then
   apt_install mpi openmpi-bin libopenmpi-dev || echo "no MPI could be installed ($out/mpi.apt.log): no ring-attention tests"
@@ -37,13 +43,14 @@ if has_nvidia_gpu; then
   step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend, and its suites"
   cuda_arch_args  # sets arch
   cmake -S "$root" -B "$out/cuda" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
-    -DKFA_ENABLE_CUDA=ON "${arch[@]}" "${python_args[@]}" "${extra[@]}"
+    -DKFA_ENABLE_CUDA=ON -DCMAKE_PREFIX_PATH="$catch2" "${arch[@]}" "${python_args[@]}" "${extra[@]}"
   cmake --build "$out/cuda" --parallel "$jobs"
   ctest --test-dir "$out/cuda" --output-on-failure
 fi
 
 step "Release build and host test suites"
-cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "${python_args[@]}" "${extra[@]}"
+cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$catch2" \
+  "${python_args[@]}" "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
 ctest --test-dir "$out/release" --output-on-failure --verbose  # verbose: each suite's Catch2 summary
 
@@ -61,11 +68,11 @@ fi
 
 if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
-  # Kokkos and Catch2 come from the install above, so only kfa and its tests are instrumented.
+  # Kokkos comes from the install above and Catch2 from ci/host_catch2.sh, so only kfa and its tests are instrumented.
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
-    -DCMAKE_PREFIX_PATH="$out/install" "${extra[@]}"
+    -DCMAKE_PREFIX_PATH="$out/install;$catch2" "${extra[@]}"
   cmake --build "$out/sanitize" --parallel "$jobs"
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure
 fi
