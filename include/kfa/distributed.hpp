@@ -109,6 +109,20 @@ inline PairKind pair_kind(const Chunk& qc, const Chunk& kc, bool causal) {
   return kc.index == qc.index ? PairKind::diagonal : PairKind::skip;
 }
 
+/// f(q chunk, k chunk, params) for every pair of this rank's query chunks and block src's key chunks
+/// that is computed, with causal set for the pairs on the diagonal (the others are full or skipped).
+template <class F>
+void for_each_pair(const Ring& ring, const std::vector<Chunk>& qchunks, int src, const Params& params, F&& f) {
+  for (const Chunk& qc : qchunks)
+    for (const Chunk& kc : ring.chunks(src)) {
+      const PairKind kind = pair_kind(qc, kc, params.causal);
+      if (kind == PairKind::skip) continue;
+      Params pp = params;
+      pp.causal = kind == PairKind::diagonal;
+      f(qc, kc, pp);
+    }
+}
+
 /// Rows [offset, offset + length) of a [batch, seqlen, heads, head_dim] View, and of an lse View.
 template <class V>
 auto rows(const V& x, const Chunk& c) {
@@ -210,18 +224,13 @@ void ring_attention_forward(MPI_Comm comm, const Exec& exec, const Q& q, const K
     }
     const auto kb = block<T, Mem>(kbuf[cur].data(), ring, ring.lengths[src]);
     const auto vb = block<T, Mem>(vbuf[cur].data(), ring, ring.lengths[src]);
-    for (const Chunk& qc : qchunks)
-      for (const Chunk& kc : ring.chunks(src)) {
-        const PairKind kind = pair_kind(qc, kc, params.causal);
-        if (kind == PairKind::skip) continue;
-        Params pp = params;
-        pp.causal = kind == PairKind::diagonal;
-        const Chunk local{0, 0, qc.length};
-        const auto op = rows(o_part, local);
-        const auto lp = lse_rows(lse_part, local);
-        kfa::forward(exec, rows(q, qc), rows(kb, kc), rows(vb, kc), op, lp, pp);
-        kfa::merge_attention_states(exec, rows(o, qc), lse_rows(lse, qc), op, lp);
-      }
+    for_each_pair(ring, qchunks, src, params, [&](const Chunk& qc, const Chunk& kc, const Params& pp) {
+      const Chunk local{0, 0, qc.length};
+      const auto op = rows(o_part, local);
+      const auto lp = lse_rows(lse_part, local);
+      kfa::forward(exec, rows(q, qc), rows(kb, kc), rows(vb, kc), op, lp, pp);
+      kfa::merge_attention_states(exec, rows(o, qc), lse_rows(lse, qc), op, lp);
+    });
     exec.fence("kfa ring: block computed");
     wait_all(reqs);
   }
@@ -270,19 +279,14 @@ void ring_attention_backward(MPI_Comm comm, const Exec& exec, const DO& dout, co
     const auto vb = block<T, Mem>(buf[cur][1].data(), ring, ring.lengths[src]);
     const auto dkb = block<T, Mem>(buf[cur][2].data(), ring, ring.lengths[src]);
     const auto dvb = block<T, Mem>(buf[cur][3].data(), ring, ring.lengths[src]);
-    for (const Chunk& qc : qchunks)
-      for (const Chunk& kc : ring.chunks(src)) {
-        const PairKind kind = pair_kind(qc, kc, params.causal);
-        if (kind == PairKind::skip) continue;
-        Params pp = params;
-        pp.causal = kind == PairKind::diagonal;
-        const Chunk ql{0, 0, qc.length}, kl{0, 0, kc.length};
-        kfa::backward(exec, rows(dout, qc), rows(q, qc), rows(kb, kc), rows(vb, kc), rows(o, qc), lse_rows(lse, qc),
-                      rows(dq_part, ql), rows(dk_part, kl), rows(dv_part, kl), pp);
-        add_into(exec, rows(dq, qc), rows(dq_part, ql));
-        add_into(exec, rows(dkb, kc), rows(dk_part, kl));
-        add_into(exec, rows(dvb, kc), rows(dv_part, kl));
-      }
+    for_each_pair(ring, qchunks, src, params, [&](const Chunk& qc, const Chunk& kc, const Params& pp) {
+      const Chunk ql{0, 0, qc.length}, kl{0, 0, kc.length};
+      kfa::backward(exec, rows(dout, qc), rows(q, qc), rows(kb, kc), rows(vb, kc), rows(o, qc), lse_rows(lse, qc),
+                    rows(dq_part, ql), rows(dk_part, kl), rows(dv_part, kl), pp);
+      add_into(exec, rows(dq, qc), rows(dq_part, ql));
+      add_into(exec, rows(dkb, kc), rows(dk_part, kl));
+      add_into(exec, rows(dvb, kc), rows(dv_part, kl));
+    });
     exec.fence("kfa ring: block computed");
     // this block's dK, dV go on to the next rank (after the last step: home to their owner)
     post(comm, buf[cur][2].data(), cnt, buf[cur ^ 1][2].data(), ncnt, to, from, kTagDK, reqs);
