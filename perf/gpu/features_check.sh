@@ -10,7 +10,10 @@
 #      EXTRA_ENV (its environment, e.g. KFA_CUDA_DECODE=cpasync), SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
 #      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
 #      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth),
-#      BWD=1 (the native backward's bwd_check --bench beside the peers' dense fwd + bwd; needs TOOLS=1)
+#      BWD=1 (the native backward's bwd_check sweep, and --bench beside the peers' dense fwd + bwd, with
+#      BWD_MMA=1 also under KFA_CUDA_BACKWARD=mma; needs TOOLS=1), BWD_FORCED ("mma": the backward
+#      kernels the suites' [backward] cases run once more under, forced), BWD_SANITIZE=1 (memcheck and
+#      racecheck of bwd_check --quick)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,9 +25,11 @@ KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-b
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 host references dominate)
   local name="$1" env="$2"; shift 2
-  local t=$(date +%s) n="${SHARDS:-8}" pids=() i
+  # One seed for all shards: Catch2 shards the randomly ordered list, so shards of different seeds
+  # would overlap and leave test cases out.
+  local t=$(date +%s) n="${SHARDS:-8}" pids=() i seed=$RANDOM
   for (( i = 0; i < n; ++i )); do
-    env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand --shard-count "$n" --shard-index "$i" \
+    env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand --rng-seed "$seed" --shard-count "$n" --shard-index "$i" \
       > "$out/$name.$i.log" 2>&1 &
     pids+=($!)
   done
@@ -42,7 +47,10 @@ run_suite features_auto "KFA_NONE=1" "$filter"
 for kernel in ${FORCED-mma wgmma}; do
   run_suite "features_$kernel" "KFA_CUDA_FORWARD=$kernel" "$filter~[backward]"
 done
-grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log 2>/dev/null | head -40
+for kernel in ${BWD_FORCED-}; do
+  run_suite "bwd_$kernel" "KFA_CUDA_BACKWARD=$kernel" "[backward]"
+done
+grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log "$out"/bwd_*.log 2>/dev/null | head -40
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # The peers' random 128 x 128 block masks (seed 3, diagonal kept), drawn as peer_feature_bench.py draws them.
@@ -110,8 +118,21 @@ for k, v in sorted(peers.items()):
 PY
 fi
 if [ "${BWD:-0}" = 1 ]; then
-  timeout 200 "$build/backends/cuda/kfa-cuda-bwd-check" --bench > "$out/kfa_bwd.txt" 2> "$out/kfa_bwd.err"
+  bwdc="$build/backends/cuda/kfa-cuda-bwd-check"
+  timeout 200 "$bwdc" > "$out/bwd_check.txt" 2>&1
+  echo "bwd_check sweep: rc=$? $(tail -1 "$out/bwd_check.txt")"; grep FAIL "$out/bwd_check.txt" | head -8
+  if [ "${BWD_SANITIZE:-0}" = 1 ]; then
+    for tool in memcheck racecheck; do
+      timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$bwdc" --quick > "$out/bwd_$tool.log" 2>&1
+      echo "bwd_check --quick under $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|checks:" "$out/bwd_$tool.log" | tr '\n' ' ')"
+    done
+  fi
+  timeout 200 "$bwdc" --bench > "$out/kfa_bwd.txt" 2> "$out/kfa_bwd.err"
   echo "kfa bwd bench: rc=$?"
+  if [ "${BWD_MMA:-0}" = 1 ]; then
+    KFA_CUDA_BACKWARD=mma timeout 200 "$bwdc" --bench > "$out/kfa_bwd_mma.txt" 2>&1
+    echo "mma.sync backward (forced), TFLOP/s:"; awk '$1 ~ /^[0-9]+$/ {print "  d" $1, "causal", $2, "n", $3, $6}' "$out/kfa_bwd_mma.txt"
+  fi
   [ "${SKIP_PEERS:-0}" = 1 ] || timeout 300 python3 "$deps/tools/peer_feature_bench.py" dense > "$out/peers_dense.jsonl" 2> "$out/peers_dense.err"
   python3 - "$out/kfa_bwd.txt" "$out/peers_dense.jsonl" <<'PY' | tee -a "$out/table.txt"
 import json, sys

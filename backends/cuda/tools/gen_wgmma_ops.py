@@ -26,6 +26,7 @@ def emit():
 //   ss(): A (64 x 16) and B from shared memory through matrix descriptors.
 //   rs(): A from registers in the mma.sync m16n8k16 A-fragment layout (each warp its 16 rows).
 // TransB = 0: B is K-major (N rows of K contiguous elements); 1: N-major (K rows of N elements).
+// TransA (ss only) likewise for A: 0 K-major (M rows of K elements), 1 M-major (K rows of M elements).
 // scale_d = 0 overwrites D with A*B, 1 accumulates.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,14 +43,14 @@ struct Wgmma;
             nacc = n // 2
             lines = [f"template <>\nstruct Wgmma<{n}, {ctype}> {{"]
             if n in SS_N:
-                lines.append(f'''  template <int TransB>
+                lines.append(f'''  template <int TransB, int TransA = 0>
   __device__ __forceinline__ static void ss(float (&d)[{nacc}], std::uint64_t desc_a, std::uint64_t desc_b, int scale_d) {{
     asm volatile(
         "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{nacc + 2}, 0;\\n"
         "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptype}.{ptype} "
-        "{{{regs(0, nacc)}}}, %{nacc}, %{nacc + 1}, p, 1, 1, 0, %{nacc + 3};\\n}}\\n"
+        "{{{regs(0, nacc)}}}, %{nacc}, %{nacc + 1}, p, 1, 1, %{nacc + 4}, %{nacc + 3};\\n}}\\n"
         : {acc_operands(n)}
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TransB));
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TransB), "n"(TransA));
   }}''')
             if n in RS_N:
                 lines.append(f'''  template <int TransB>

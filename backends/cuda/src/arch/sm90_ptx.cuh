@@ -58,6 +58,15 @@ __device__ __forceinline__ void tma_store_4d(const CUtensorMap* map, std::uint32
                : "memory");
 }
 
+/// Adds a box of fp32 elements from shared memory into the 3-d tensor (element-wise, in L2); rows
+/// outside the tensor are clipped. Completes like a store (commit, wait_read).
+__device__ __forceinline__ void tma_reduce_add_3d(const CUtensorMap* map, std::uint32_t src, int c0, int c1, int c2) {
+  asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1), "r"(c2)
+               : "memory");
+}
+
 __device__ __forceinline__ void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 
 /// Waits until the committed stores have read their shared memory.
@@ -96,6 +105,16 @@ __device__ __forceinline__ void fence_registers(float (&r)[N]) {
 __device__ __forceinline__ std::uint64_t smem_desc(std::uint32_t addr, std::uint32_t lead) {
   return static_cast<std::uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<std::uint64_t>(lead >> 4) << 16) |
          (static_cast<std::uint64_t>(1024 >> 4) << 32) | (std::uint64_t(1) << 62);
+}
+
+// ---- stmatrix: a warp stores four 8 x 8 matrices of 16-bit elements, each thread holding the pair
+// (row lane / 4, columns 2 (lane % 4), +1) of matrix i in r[i]; lane l gives the address of row
+// l % 8 of matrix l / 8 (16 contiguous bytes).
+
+__device__ __forceinline__ void stmatrix_x4(std::uint32_t addr, const std::uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
 }
 
 // ---- warpgroup roles

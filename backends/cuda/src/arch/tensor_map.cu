@@ -61,4 +61,17 @@ CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::
   return map;
 }
 
+CUtensorMap make_accum_map(float* data, std::int64_t slices, std::int64_t rows, std::int64_t dim, int box_rows) {
+  const cuuint64_t extent[3] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(slices)};
+  const cuuint64_t stride[2] = {cuuint64_t(dim) * 4, cuuint64_t(dim * rows) * 4};
+  const cuuint32_t box[3] = {32, cuuint32_t(box_rows), 1};
+  const cuuint32_t unit[3] = {1, 1, 1};
+  CUtensorMap map{};
+  const CUresult r = encode_tiled()(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, data, extent, stride, box, unit,
+                                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw Error("cuTensorMapEncodeTiled (accumulator) failed with CUresult " + std::to_string(int(r)));
+  return map;
+}
+
 }  // namespace kfa::cuda::hopper

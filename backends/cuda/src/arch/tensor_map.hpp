@@ -20,4 +20,9 @@ bool tensor_map_possible(const detail::Tensor4& t, std::int64_t batch);
 CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::int64_t batch, std::int64_t seq,
                             std::int64_t heads, std::int64_t dim, int box_rows);
 
+/// Descriptor of an fp32 accumulator [slices][rows][dim] (contiguous), added into in boxes of 32
+/// elements x `box_rows` rows of one slice with the 128-byte swizzle (the backward's dQ: slices are
+/// the (batch, head) pairs, rows the queries). Throws kfa::Error when the driver rejects it.
+CUtensorMap make_accum_map(float* data, std::int64_t slices, std::int64_t rows, std::int64_t dim, int box_rows);
+
 }  // namespace kfa::cuda::hopper

@@ -28,6 +28,17 @@ __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, i
 /// 2^x on the special-function unit; -inf gives +0 (masked or fully masked rows).
 __device__ __forceinline__ float fast_exp2(float x) { return ptx::exp2_approx(x); }
 
+/// Adds a pair of neighbouring floats to global memory (one vector reduction where the GPU has it;
+/// `red` returns nothing, so no register waits for the old value as atomicAdd's would).
+__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(a), "f"(b) : "memory");
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
+
 /// The element types differ only in the mma variant and in how two floats are packed.
 template <class T>
 struct ElemOps;

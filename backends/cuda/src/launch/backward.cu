@@ -1,12 +1,18 @@
 // Native CUDA backward: what it supports, its workspace, and the launch sequence
 //   preprocess (D = rowsum(dO*O), zeroed dQ accumulator)
-//   -> dK/dV kernel (+ atomic dQ)  or  dK/dV kernel + deterministic dQ kernel
+//   -> main kernel: the Hopper dK/dV + atomic dQ kernel (sm_90 device, dense call, not deterministic)
+//      or the mma.sync dK/dV kernel (+ atomic dQ)  or  its dK/dV kernel + deterministic dQ kernel
 //   -> dQ conversion (atomic path only).
+// KFA_CUDA_BACKWARD=mma or =wgmma forces one main kernel (tests and benchmarks compare them); wgmma
+// still needs a case the Hopper kernel takes and falls back to mma.sync otherwise.
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "kfa_cuda_instances.hpp"
 #include "launch/alignment.hpp"
@@ -18,6 +24,11 @@
 #include "kfa/error.hpp"
 #include "kfa_cuda/backward.hpp"
 #include "kfa_cuda/launch.hpp"  // the dispatcher's declarations must match these definitions
+#ifdef KFA_CUDA_HAS_SM90
+#include "arch/device_attribute.hpp"
+#include "arch/tensor_map.hpp"
+#include "sm90/backward/launch.hpp"
+#endif
 
 namespace kfa::cuda {
 namespace {
@@ -43,15 +54,59 @@ bool featured(const BackwardArgs& a) {
          a.score.blocks.enabled() || a.varlen.enabled();
 }
 
+/// True when the Hopper main kernel takes the call: an sm_90 device, a head dim of its instance table,
+/// no feature beyond causal / window masks, the atomic dQ, TMA-addressable Q, K, V and dO.
+bool use_sm90(const BackwardArgs& a, bool feat) {
+#ifdef KFA_CUDA_HAS_SM90
+  static const bool forced_mma = [] {
+    const char* e = std::getenv("KFA_CUDA_BACKWARD");
+    return e != nullptr && std::strcmp(e, "mma") == 0;
+  }();
+  if (forced_mma || feat || a.deterministic) return false;
+  bool dim_ok = false;
+#define KFA_CASE(D) dim_ok = dim_ok || a.shape.head_dim == D;
+  KFA_CUDA_BACKWARD_SM90_DIMS(KFA_CASE)
+#undef KFA_CASE
+  if (!dim_ok) return false;
+  if (device_attribute<cudaDevAttrComputeCapabilityMajor>() != 9 ||
+      device_attribute<cudaDevAttrComputeCapabilityMinor>() != 0)
+    return false;
+  const Shape& s = a.shape;
+  if (s.seqlen_q >= (std::int64_t(1) << 30) || s.seqlen_k >= (std::int64_t(1) << 30)) return false;
+  if ((s.seqlen_k + hopper::kSm90BwdBlockK - 1) / hopper::kSm90BwdBlockK > 65535) return false;  // grid y
+  for (const Tensor4* t : {&a.q, &a.k, &a.v, &a.dout})
+    if ((t->stride_b == 0 && s.batch > 1) || !hopper::tensor_map_possible(*t, s.batch)) return false;
+  return true;
+#else
+  (void)a, (void)feat;
+  return false;
+#endif
+}
+
 template <class T>
-void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, cudaStream_t stream) {
+void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, bool sm90, cudaStream_t stream) {
   const auto& s = p.shape;
   constexpr int kWarpsPerBlock = 8;
   const std::int64_t pre_warps = s.batch * s.heads * s.seqlen_q;
   bwd::preprocess_kernel<T><<<static_cast<unsigned>((pre_warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
                               kWarpsPerBlock * 32, 0, stream>>>(p, !deterministic);
   bwd::check_launch("preprocess kernel");
-  switch (s.head_dim) {
+#ifdef KFA_CUDA_HAS_SM90
+  if (sm90) {
+    constexpr DType dtype = std::is_same_v<T, __nv_bfloat16> ? DType::bf16 : DType::f16;
+    switch (s.head_dim) {
+#define KFA_CASE(D)                                                   \
+  case D: hopper::launch_backward_sm90<D, T>(p, dtype, stream); \
+    break;
+      KFA_CUDA_BACKWARD_SM90_DIMS(KFA_CASE)
+#undef KFA_CASE
+      default: break;
+    }
+  }
+#else
+  (void)sm90;
+#endif
+  if (!sm90) switch (s.head_dim) {
 #define KFA_CASE(D)                                                   \
   case D: bwd::launch_main_kernels<T, D>(p, deterministic, feat, stream); \
     break;
@@ -116,10 +171,11 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.dsum = reinterpret_cast<float*>(base + w.delta);
   p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_acc);
   const bool feat = featured(a);
+  const bool sm90 = use_sm90(a, feat);
 
   try {
-    if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, feat, stream);
-    else run_typed<__half>(p, a.deterministic, feat, stream);
+    if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, feat, sm90, stream);
+    else run_typed<__half>(p, a.deterministic, feat, sm90, stream);
   } catch (...) {
     if (a.workspace == nullptr) cudaFreeAsync(ws, stream);
     throw;

@@ -30,7 +30,9 @@ struct Sm90Shape : Sm90Config<D> {
   // setmaxnreg budgets (multiples of 8, 64K registers per SM): the producer keeps 24.
   static constexpr int producer_regs = 24;
   static constexpr int consumer_regs = C::consumers == 3 ? 160 : 240;
-  static_assert(producer_regs * 128 + consumer_regs * 128 * C::consumers <= 65536, "register file");
+  // setmaxnreg moves registers within the block's launch allocation (threads x the launch bound's count).
+  static_assert(producer_regs * 128 + consumer_regs * 128 * C::consumers <= 65536 / threads / 8 * 8 * threads,
+                "register budget");
   // A block may loop over several tiles; head_dim 256's accumulators leave no registers for that
   // loop's state (it spills), so its blocks take one tile each.
   static constexpr bool persistent = D <= 128;

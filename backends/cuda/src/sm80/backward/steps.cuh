@@ -164,16 +164,6 @@ __device__ __forceinline__ bool data_column(int col) {
   return true;
 }
 
-/// Adds a pair of neighbouring floats to global memory (one vector atomic where the GPU has it).
-__device__ __forceinline__ void atomic_add2(float* dst, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
-#else
-  atomicAdd(dst, a);
-  atomicAdd(dst + 1, b);
-#endif
-}
-
 /// Stores an fp32 accumulator tile [16*MT x 8*NB] at (row0, col0) of a swizzled [.][COLS] tile as T.
 template <class T, int MT, int NB, int COLS>
 __device__ __forceinline__ void store_tile(std::uint32_t tile, int row0, int col0, const float (&acc)[MT][NB][4]) {
