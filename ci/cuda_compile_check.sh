@@ -3,8 +3,8 @@
 # pinned tarball through nvcc_wrapper, kfa, the native backend (backends/cuda, sm_80 + sm_90, and the
 # Hopper forward for sm_90a), the GPU test suite and the GPU benchmark; then checks that the native
 # kernels use the Tensor Cores (HMMA in the SASS when cuobjdump is installed, else mma.sync/ldmatrix/
-# cp.async in the PTX; wgmma/TMA/setmaxnreg in the Hopper kernel's PTX, with no spills in its
-# resource report) and that the GPU suite reports itself skipped (not failed) without a device. Catch2 is
+# cp.async in the PTX; wgmma/TMA/setmaxnreg in the Hopper kernels' PTX, with no spills in their
+# resource reports) and that the GPU suite reports itself skipped (not failed) without a device. Catch2 is
 # the host-compiled one of ci/host_catch2.sh (or one installed under KFA_PREFIX_PATH); an installed
 # Kokkos never is used (it must have CUDA).
 #   ci/cuda_compile_check.sh            env: KFA_DEPS_DIR, CUDA_HOME (default /usr/local/cuda), JOBS (2)
@@ -56,7 +56,7 @@ else
   done
 fi
 
-# The Hopper forward: wgmma, TMA and setmaxnreg in the sm_90a PTX, and no register spills.
+# The Hopper kernels: wgmma, TMA and setmaxnreg in the sm_90a PTX, and no register spills.
 sm90_tu="$gen/forward_sm90_d128_bf16.cu"
 if [ -f "$sm90_tu" ]; then
   ptx="$work/forward_sm90_d128_bf16.ptx"
@@ -66,7 +66,16 @@ if [ -f "$sm90_tu" ]; then
     echo "cuda_compile_check: sm_90a PTX has $n x $insn"
     [ "$n" -gt 0 ]
   done
-  for tu in "$gen"/forward_sm90_d*_bf16.cu; do
+  # The Hopper backward: the same instructions, plus the TMA reduction of dQ and stmatrix of dS.
+  ptx="$work/backward_sm90_d128_bf16.ptx"
+  nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=compute_90a -ptx "${inc[@]}" \
+    "$gen/backward_sm90_d128_bf16.cu" -o "$ptx"
+  for insn in wgmma.mma_async.sync.aligned cp.async.bulk.tensor.4d cp.reduce.async.bulk.tensor.3d stmatrix setmaxnreg; do
+    n=$(grep -c "$insn" "$ptx" || true)
+    echo "cuda_compile_check: sm_90a backward PTX has $n x $insn"
+    [ "$n" -gt 0 ]
+  done
+  for tu in "$gen"/forward_sm90_d*_bf16.cu "$gen"/backward_sm90_d*_bf16.cu; do
     report=$(nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xptxas=-v -c "${inc[@]}" \
       "$tu" -o /dev/null 2>&1 | grep -E "spill|registers")
     echo "cuda_compile_check: $(basename "$tu"): $(echo "$report" | tr -s ' \n' ' ')"
