@@ -2,7 +2,7 @@
 # Builds kfa and runs every test suite this machine can run:
 #   0. with an NVIDIA GPU present, first: a Kokkos-CUDA build with the native CUDA backend and its suites,
 #   1. the host suites (Serial + OpenMP), the Fortran test, the Python package's test and the ring-attention
-#      tests under mpiexec (2 and 4 ranks) in a Release build (gfortran, pybind11, PyTorch and Open MPI
+#      tests under mpiexec (2 and 4 ranks) in a Release build of shared libraries (gfortran, pybind11, PyTorch and Open MPI
 #      are installed when missing and apt-get can),
 #   2. an install + a tiny consumer project that does find_package(kfa),
 #   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer, less the randomized
@@ -48,9 +48,9 @@ if has_nvidia_gpu; then
   ctest --test-dir "$out/cuda" --output-on-failure
 fi
 
-step "Release build and host test suites"
+step "Release build (kfa and Kokkos as shared libraries) and host test suites"
 cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$catch2" \
-  "${python_args[@]}" "${extra[@]}"
+  -DBUILD_SHARED_LIBS=ON "${python_args[@]}" "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
 ctest --test-dir "$out/release" --output-on-failure --verbose  # verbose: each suite's Catch2 summary
 
