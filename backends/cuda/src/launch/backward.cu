@@ -76,7 +76,8 @@ bool use_sm90(const BackwardArgs& a, bool feat) {
   if ((s.seqlen_k + hopper::kSm90BwdBlockK - 1) / hopper::kSm90BwdBlockK > 65535) return false;  // grid y
   for (const Tensor4* t : {&a.q, &a.k, &a.v, &a.dout})
     if ((t->stride_b == 0 && s.batch > 1) || !hopper::tensor_map_possible(*t, s.batch)) return false;
-  return true;
+  // The dQ accumulator is reduced into through a tensor map: a caller's workspace must be 16-byte aligned.
+  return reinterpret_cast<std::uintptr_t>(a.workspace) % 16 == 0;
 #else
   (void)a, (void)feat;
   return false;
