@@ -14,6 +14,13 @@
 // holds chunks r and 2P - 1 - r (n_r even and equal on every rank). Under causal attention a (query
 // chunk, key chunk) pair is full below the diagonal, causal on it and skipped above it.
 //
+// Packed sequences (ring_attention_forward_varlen / _backward_varlen): the ring holds one token stream,
+// the concatenation of the sequences of cu_seqlens, in the contiguous layout; q, k, v, o are packed
+// [n_r, heads(_kv), head_dim] as kfa::forward_varlen takes them, and attention stays within each
+// sequence. Each (query slice, key slice) pair is one kfa::forward_varlen call over the sequences the
+// two slices share: under causal attention the earlier slice's keys are all visible, the own slice's
+// are causal, and later slices are skipped.
+//
 // Supported: causal or not, softmax_scale, softcap, GQA/MQA, deterministic; every element type and
 // execution space kfa::forward takes, with MPI reading the execution space's memory (host spaces, or a
 // GPU-aware MPI for device memory). Not supported (a kfa::Error): sliding windows, ALiBi, dropout and
@@ -34,6 +41,7 @@
 #include "kfa/forward.hpp"
 #include "kfa/merge.hpp"
 #include "kfa/params.hpp"
+#include "kfa/varlen.hpp"
 
 namespace kfa::distributed {
 
@@ -185,6 +193,204 @@ void add_into(const Exec& exec, const A& acc, const X& x) {
 template <class T, class Mem>
 using Flat = Kokkos::View<T*, Mem>;
 
+/// The packed ring: rank r holds tokens [start[r], start[r] + lengths[r]) of the stream of the
+/// sequences cu (host prefix sums, the same on every rank). Checked on every rank alike.
+template <class Q, class K>
+Ring make_packed_ring(MPI_Comm comm, const Q& q, const K& k, const std::vector<std::int32_t>& cu, const Params& p,
+                      std::vector<std::int64_t>& start) {
+  static_assert(Q::rank() == 3 && K::rank() == 3, "kfa ring attention (packed): q, k, v are [n_r, heads, head_dim]");
+  Ring ring;
+  mpi_check(MPI_Comm_rank(comm, &ring.rank), "MPI_Comm_rank");
+  mpi_check(MPI_Comm_size(comm, &ring.size), "MPI_Comm_size");
+  const std::int64_t mine[5] = {std::int64_t(q.extent(0)), std::int64_t(q.extent(1)), std::int64_t(k.extent(1)),
+                                std::int64_t(q.extent(2)), std::int64_t(k.extent(0))};
+  std::vector<std::int64_t> all(5 * std::size_t(ring.size));
+  mpi_check(MPI_Allgather(mine, 5, MPI_INT64_T, all.data(), 5, MPI_INT64_T, comm), "MPI_Allgather");
+  if (p.window_left >= 0 || p.window_right >= 0 || !p.alibi_slopes.empty() || p.dropout_p != 0.0 ||
+      p.block_mask != nullptr)
+    throw Error("kfa ring attention: sliding windows, ALiBi, dropout and block masks are not supported "
+                "(they are defined on global positions); causal, softcap, softmax_scale and GQA are");
+  if (cu.empty() || cu.front() != 0)
+    throw Error("kfa ring attention (packed): cu_seqlens must start at 0");
+  for (std::size_t i = 1; i < cu.size(); ++i)
+    if (cu[i] < cu[i - 1]) throw Error("kfa ring attention (packed): cu_seqlens must be non-decreasing");
+  std::int64_t total = 0;
+  for (int r = 0; r < ring.size; ++r) {
+    const std::int64_t* x = &all[5 * std::size_t(r)];
+    if (x[1] != all[1] || x[2] != all[2] || x[3] != all[3])
+      throw Error("kfa ring attention: rank " + std::to_string(r) + " has different heads, heads_kv or head_dim than rank 0");
+    if (x[0] != x[4])
+      throw Error("kfa ring attention: rank " + std::to_string(r) + " holds " + std::to_string(x[0]) +
+                  " queries but " + std::to_string(x[4]) + " keys; each rank holds the same tokens of q and k, v");
+    start.push_back(total);
+    ring.lengths.push_back(x[0]);
+    total += x[0];
+  }
+  if (total != cu.back())
+    throw Error("kfa ring attention (packed): the ranks hold " + std::to_string(total) +
+                " tokens but cu_seqlens ends at " + std::to_string(cu.back()));
+  ring.batch = 1, ring.heads = all[1], ring.heads_kv = all[2], ring.head_dim = all[3];
+  return ring;
+}
+
+/// One packed pair call: the sequences a query slice [qa, qb) and a key slice [ka, kb) of the stream
+/// share, as rows of each slice (local offsets) and the pieces' prefix sums.
+struct PackedPair {
+  Chunk q, k;                                // rows of the query slice / key slice the call covers
+  std::vector<std::int32_t> cu_q, cu_k;      // prefix sums of the pieces, from 0
+  std::int64_t max_q = 0, max_k = 0;
+  bool empty() const { return cu_q.size() < 2; }
+};
+
+inline PackedPair packed_pair(const std::vector<std::int32_t>& cu, std::int64_t qa, std::int64_t qb, std::int64_t ka,
+                              std::int64_t kb) {
+  PackedPair pp;
+  std::int64_t q0 = -1, k0 = -1, q1 = 0, k1 = 0;
+  for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
+    const std::int64_t s0 = cu[i], s1 = cu[i + 1];
+    const std::int64_t a = std::max(s0, qa), b = std::min(s1, qb), c = std::max(s0, ka), d = std::min(s1, kb);
+    if (a >= b || c >= d) continue;  // the sequence is not in both slices
+    if (q0 < 0) {
+      q0 = a, k0 = c;
+      pp.cu_q.push_back(0);
+      pp.cu_k.push_back(0);
+    }
+    q1 = b, k1 = d;
+    pp.cu_q.push_back(static_cast<std::int32_t>(b - q0));
+    pp.cu_k.push_back(static_cast<std::int32_t>(d - k0));
+    pp.max_q = std::max(pp.max_q, b - a);
+    pp.max_k = std::max(pp.max_k, d - c);
+  }
+  if (q0 >= 0) {
+    pp.q = Chunk{0, q0 - qa, q1 - q0};
+    pp.k = Chunk{0, k0 - ka, k1 - k0};
+  }
+  return pp;
+}
+
+/// Rows of a packed [n, heads, head_dim] View, and of a packed lse [heads, n].
+template <class V>
+auto packed_rows(const V& x, const Chunk& c) {
+  return Kokkos::subview(x, std::make_pair(c.offset, c.offset + c.length), Kokkos::ALL, Kokkos::ALL);
+}
+template <class V>
+auto packed_lse_rows(const V& x, const Chunk& c) {
+  return Kokkos::subview(x, Kokkos::ALL, std::make_pair(c.offset, c.offset + c.length));
+}
+
+/// A host prefix-sum vector as an int32 View of the execution space's memory.
+template <class Mem, class Exec>
+Kokkos::View<std::int32_t*, Mem> to_view(const Exec& exec, const std::vector<std::int32_t>& v) {
+  Kokkos::View<std::int32_t*, Mem> d("kfa ring cu_seqlens", v.size());
+  Kokkos::View<const std::int32_t*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(v.data(), v.size());
+  Kokkos::deep_copy(exec, d, h);
+  return d;
+}
+
+/// f(pair, params) for every packed pair of this rank's slice with block src's slice that is computed
+/// (causal: the own slice causal, earlier slices full, later ones skipped).
+template <class F>
+void for_each_packed_pair(const Ring& ring, const std::vector<std::int64_t>& start,
+                          const std::vector<std::int32_t>& cu, int src, const Params& params, F&& f) {
+  const int r = ring.rank;
+  if (params.causal && src > r) return;
+  const PackedPair pp = packed_pair(cu, start[r], start[r] + ring.lengths[r], start[src], start[src] + ring.lengths[src]);
+  if (pp.empty()) return;
+  Params p = params;
+  p.causal = params.causal && src == r;
+  f(pp, p);
+}
+
+/// This rank's slice into a [batch, n, h, d] block of the ring and back: the View itself, or a packed
+/// [n, h, d] one as batch 1.
+template <class Exec, class B, class X>
+void copy_to_block(const Exec& exec, const B& block4, const X& x) {
+  if constexpr (X::rank() == 3) Kokkos::deep_copy(exec, Kokkos::subview(block4, 0, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL), x);
+  else Kokkos::deep_copy(exec, block4, x);
+}
+template <class Exec, class X, class B>
+void copy_from_block(const Exec& exec, const X& x, const B& block4) {
+  if constexpr (X::rank() == 3) Kokkos::deep_copy(exec, x, Kokkos::subview(block4, 0, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL));
+  else Kokkos::deep_copy(exec, x, block4);
+}
+
+/// The forward's ring: this rank's K and V, then each earlier rank's as they arrive (rank r sends to
+/// r + 1, receives from r - 1, the next block's transfer overlapping the compute), each handed to
+/// compute(src, kb, vb) as [batch, n_src, heads_kv, head_dim] Views.
+template <class T, class Exec, class K, class V, class F>
+void ring_kv(MPI_Comm comm, const Exec& exec, const Ring& ring, const K& k, const V& v, F&& compute) {
+  using Mem = typename Exec::memory_space;
+  const int P = ring.size, r = ring.rank;
+  const std::int64_t per = ring.batch * ring.max_length() * ring.heads_kv * ring.head_dim;
+  Flat<T, Mem> kbuf[2] = {Flat<T, Mem>("kfa ring k 0", per), Flat<T, Mem>("kfa ring k 1", per)};
+  Flat<T, Mem> vbuf[2] = {Flat<T, Mem>("kfa ring v 0", per), Flat<T, Mem>("kfa ring v 1", per)};
+  copy_to_block(exec, block<T, Mem>(kbuf[0].data(), ring, ring.lengths[r]), k);
+  copy_to_block(exec, block<T, Mem>(vbuf[0].data(), ring, ring.lengths[r]), v);
+  exec.fence("kfa ring: first block staged");
+  std::vector<MPI_Request> reqs;
+  for (int s = 0; s < P; ++s) {
+    const int src = (r - s + P) % P, cur = s & 1;
+    if (s + 1 < P) {  // the next block (rank src - 1's) arrives while this one is computed
+      const int nsrc = (src - 1 + P) % P;
+      const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
+      const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
+      post(comm, kbuf[cur].data(), cnt, kbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagK, reqs);
+      post(comm, vbuf[cur].data(), cnt, vbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagV, reqs);
+    }
+    compute(src, block<T, Mem>(kbuf[cur].data(), ring, ring.lengths[src]),
+            block<T, Mem>(vbuf[cur].data(), ring, ring.lengths[src]));
+    exec.fence("kfa ring: block computed");
+    wait_all(reqs);
+  }
+}
+
+/// The backward's ring: like ring_kv, with each block's dK, dV accumulators travelling along
+/// (compute(src, kb, vb, dkb, dvb) adds into them); after the full turn this rank's own come home and
+/// are copied to dk, dv.
+template <class T, class Exec, class K, class V, class DK, class DV, class F>
+void ring_kv_grads(MPI_Comm comm, const Exec& exec, const Ring& ring, const K& k, const V& v, const DK& dk,
+                   const DV& dv, F&& compute) {
+  using Mem = typename Exec::memory_space;
+  const int P = ring.size, r = ring.rank;
+  const std::int64_t per = ring.batch * ring.max_length() * ring.heads_kv * ring.head_dim;
+  Flat<T, Mem> buf[2][4];  // [which][k, v, dk, dv]
+  for (int w = 0; w < 2; ++w)
+    for (int j = 0; j < 4; ++j) buf[w][j] = Flat<T, Mem>("kfa ring buffer", per);
+  const auto blk = [&](int w, int j, int src) { return block<T, Mem>(buf[w][j].data(), ring, ring.lengths[src]); };
+  copy_to_block(exec, blk(0, 0, r), k);
+  copy_to_block(exec, blk(0, 1, r), v);
+  Kokkos::deep_copy(exec, buf[0][2], T(0));
+  Kokkos::deep_copy(exec, buf[0][3], T(0));
+  exec.fence("kfa ring: first block staged");
+  std::vector<MPI_Request> reqs;
+  const int to = (r + 1) % P, from = (r - 1 + P) % P;
+  for (int s = 0; s < P; ++s) {
+    const int src = (r - s + P) % P, cur = s & 1, nsrc = (src - 1 + P) % P;
+    // K and V of the next block come in during the compute; dK, dV move once this block's are added
+    const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
+    const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
+    if (s + 1 < P) {
+      post(comm, buf[cur][0].data(), cnt, buf[cur ^ 1][0].data(), ncnt, to, from, kTagK, reqs);
+      post(comm, buf[cur][1].data(), cnt, buf[cur ^ 1][1].data(), ncnt, to, from, kTagV, reqs);
+    }
+    compute(src, blk(cur, 0, src), blk(cur, 1, src), blk(cur, 2, src), blk(cur, 3, src));
+    exec.fence("kfa ring: block computed");
+    // this block's dK, dV go on to the next rank (after the last step: home to their owner)
+    post(comm, buf[cur][2].data(), cnt, buf[cur ^ 1][2].data(), ncnt, to, from, kTagDK, reqs);
+    post(comm, buf[cur][3].data(), cnt, buf[cur ^ 1][3].data(), ncnt, to, from, kTagDV, reqs);
+    wait_all(reqs);
+  }
+  // after P steps the buffers hold this rank's own block (it came back from rank r - 1)
+  copy_from_block(exec, dk, blk(P & 1, 2, r));
+  copy_from_block(exec, dv, blk(P & 1, 3, r));
+}
+
+/// A packed [n, h, d] window of a [1, n, h, d] block.
+template <class B4>
+auto packed(const B4& x4) {
+  return Kokkos::subview(x4, 0, Kokkos::ALL, Kokkos::ALL, Kokkos::ALL);
+}
+
 }  // namespace detail
 
 /// o, lse (written) = attention of this rank's queries over the whole ring's keys. q [batch, n_r, heads,
@@ -198,32 +404,14 @@ void ring_attention_forward(MPI_Comm comm, const Exec& exec, const Q& q, const K
   using LT = typename L::non_const_value_type;
   using Mem = typename Exec::memory_space;
   const Ring ring = make_ring(comm, q, k, params, opt);
-  const int P = ring.size, r = ring.rank;
-  const std::int64_t per = ring.batch * ring.max_length() * ring.heads_kv * ring.head_dim;
-  Flat<T, Mem> kbuf[2] = {Flat<T, Mem>("kfa ring k 0", per), Flat<T, Mem>("kfa ring k 1", per)};
-  Flat<T, Mem> vbuf[2] = {Flat<T, Mem>("kfa ring v 0", per), Flat<T, Mem>("kfa ring v 1", per)};
   const std::int64_t nmax = ring.max_length();
   Kokkos::View<T****, Mem> o_part("kfa ring o part", ring.batch, nmax, ring.heads, ring.head_dim);
   Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", ring.batch, ring.heads, nmax);
   // the accumulators: o = 0, lse = -inf, each block merged in
   Kokkos::deep_copy(exec, o, T(0));
   Kokkos::deep_copy(exec, lse, -Kokkos::Experimental::infinity<LT>::value);
-  Kokkos::deep_copy(exec, block<T, Mem>(kbuf[0].data(), ring, ring.lengths[r]), k);
-  Kokkos::deep_copy(exec, block<T, Mem>(vbuf[0].data(), ring, ring.lengths[r]), v);
-  exec.fence("kfa ring: first block staged");
-  std::vector<MPI_Request> reqs;
-  const std::vector<Chunk> qchunks = ring.chunks(r);
-  for (int s = 0; s < P; ++s) {
-    const int src = (r - s + P) % P, cur = s & 1;
-    if (s + 1 < P) {  // the next block (rank src - 1's) arrives while this one is computed
-      const int nsrc = (src - 1 + P) % P;
-      const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
-      const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
-      post(comm, kbuf[cur].data(), cnt, kbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagK, reqs);
-      post(comm, vbuf[cur].data(), cnt, vbuf[cur ^ 1].data(), ncnt, (r + 1) % P, (r - 1 + P) % P, kTagV, reqs);
-    }
-    const auto kb = block<T, Mem>(kbuf[cur].data(), ring, ring.lengths[src]);
-    const auto vb = block<T, Mem>(vbuf[cur].data(), ring, ring.lengths[src]);
+  const std::vector<Chunk> qchunks = ring.chunks(ring.rank);
+  ring_kv<T>(comm, exec, ring, k, v, [&](int src, const auto& kb, const auto& vb) {
     for_each_pair(ring, qchunks, src, params, [&](const Chunk& qc, const Chunk& kc, const Params& pp) {
       const Chunk local{0, 0, qc.length};
       const auto op = rows(o_part, local);
@@ -231,9 +419,7 @@ void ring_attention_forward(MPI_Comm comm, const Exec& exec, const Q& q, const K
       kfa::forward(exec, rows(q, qc), rows(kb, kc), rows(vb, kc), op, lp, pp);
       kfa::merge_attention_states(exec, rows(o, qc), lse_rows(lse, qc), op, lp);
     });
-    exec.fence("kfa ring: block computed");
-    wait_all(reqs);
-  }
+  });
 }
 
 /// dq, dk, dv (written) of ring attention, from dout and the forward's q, k, v, o, lse (this rank's
@@ -246,39 +432,14 @@ void ring_attention_backward(MPI_Comm comm, const Exec& exec, const DO& dout, co
   using T = typename DQ::non_const_value_type;
   using Mem = typename Exec::memory_space;
   const Ring ring = make_ring(comm, q, k, params, opt);
-  const int P = ring.size, r = ring.rank;
   const std::int64_t nmax = ring.max_length();
-  const std::int64_t per = ring.batch * nmax * ring.heads_kv * ring.head_dim;
-  // K, V and their dK, dV accumulators travel together: buffers [which][k, v, dk, dv]
-  Flat<T, Mem> buf[2][4];
-  for (int w = 0; w < 2; ++w)
-    for (int j = 0; j < 4; ++j) buf[w][j] = Flat<T, Mem>("kfa ring buffer", per);
   Kokkos::View<T****, Mem> dq_part("kfa ring dq part", ring.batch, nmax, ring.heads, ring.head_dim);
   Kokkos::View<T****, Mem> dk_part("kfa ring dk part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
   Kokkos::View<T****, Mem> dv_part("kfa ring dv part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
   Kokkos::deep_copy(exec, dq, T(0));
-  Kokkos::deep_copy(exec, block<T, Mem>(buf[0][0].data(), ring, ring.lengths[r]), k);
-  Kokkos::deep_copy(exec, block<T, Mem>(buf[0][1].data(), ring, ring.lengths[r]), v);
-  Kokkos::deep_copy(exec, buf[0][2], T(0));
-  Kokkos::deep_copy(exec, buf[0][3], T(0));
-  exec.fence("kfa ring: first block staged");
-  std::vector<MPI_Request> reqs;
-  const std::vector<Chunk> qchunks = ring.chunks(r);
-  const int to = (r + 1) % P, from = (r - 1 + P) % P;
-  for (int s = 0; s < P; ++s) {
-    const int src = (r - s + P) % P, cur = s & 1;
-    // K and V of the next block come in during the compute; dK, dV move once this block's are added
-    const int nsrc = (src - 1 + P) % P;
-    const std::int64_t cnt = ring.batch * ring.lengths[src] * ring.heads_kv * ring.head_dim;
-    const std::int64_t ncnt = ring.batch * ring.lengths[nsrc] * ring.heads_kv * ring.head_dim;
-    if (s + 1 < P) {
-      post(comm, buf[cur][0].data(), cnt, buf[cur ^ 1][0].data(), ncnt, to, from, kTagK, reqs);
-      post(comm, buf[cur][1].data(), cnt, buf[cur ^ 1][1].data(), ncnt, to, from, kTagV, reqs);
-    }
-    const auto kb = block<T, Mem>(buf[cur][0].data(), ring, ring.lengths[src]);
-    const auto vb = block<T, Mem>(buf[cur][1].data(), ring, ring.lengths[src]);
-    const auto dkb = block<T, Mem>(buf[cur][2].data(), ring, ring.lengths[src]);
-    const auto dvb = block<T, Mem>(buf[cur][3].data(), ring, ring.lengths[src]);
+  const std::vector<Chunk> qchunks = ring.chunks(ring.rank);
+  ring_kv_grads<T>(comm, exec, ring, k, v, dk, dv,
+                   [&](int src, const auto& kb, const auto& vb, const auto& dkb, const auto& dvb) {
     for_each_pair(ring, qchunks, src, params, [&](const Chunk& qc, const Chunk& kc, const Params& pp) {
       const Chunk ql{0, 0, qc.length}, kl{0, 0, kc.length};
       kfa::backward(exec, rows(dout, qc), rows(q, qc), rows(kb, kc), rows(vb, kc), rows(o, qc), lse_rows(lse, qc),
@@ -287,16 +448,75 @@ void ring_attention_backward(MPI_Comm comm, const Exec& exec, const DO& dout, co
       add_into(exec, rows(dkb, kc), rows(dk_part, kl));
       add_into(exec, rows(dvb, kc), rows(dv_part, kl));
     });
-    exec.fence("kfa ring: block computed");
-    // this block's dK, dV go on to the next rank (after the last step: home to their owner)
-    post(comm, buf[cur][2].data(), cnt, buf[cur ^ 1][2].data(), ncnt, to, from, kTagDK, reqs);
-    post(comm, buf[cur][3].data(), cnt, buf[cur ^ 1][3].data(), ncnt, to, from, kTagDV, reqs);
-    wait_all(reqs);
-  }
-  // after P steps the buffers hold this rank's own block (it came back from rank r - 1)
-  const int home = P & 1;
-  Kokkos::deep_copy(exec, dk, block<T, Mem>(buf[home][2].data(), ring, ring.lengths[r]));
-  Kokkos::deep_copy(exec, dv, block<T, Mem>(buf[home][3].data(), ring, ring.lengths[r]));
+  });
+}
+
+/// Packed sequences: o [n_r, heads, head_dim], lse [heads, n_r] (written) = attention of this rank's
+/// tokens over the ring's keys of their own sequence. q, k, v [n_r, heads(_kv), head_dim]: this rank's
+/// slice of the token stream, rank by rank in order; cu_seqlens (host, batch + 1 prefix sums from 0, the
+/// same on every rank) cuts the stream into sequences, which may span ranks. Collective over comm.
+template <class Exec, class Q, class K, class V, class O, class L>
+void ring_attention_forward_varlen(MPI_Comm comm, const Exec& exec, const Q& q, const K& k, const V& v, const O& o,
+                                   const L& lse, const std::vector<std::int32_t>& cu_seqlens, const Params& params) {
+  using namespace detail;
+  using T = typename O::non_const_value_type;
+  using LT = typename L::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  std::vector<std::int64_t> start;
+  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, start);
+  const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
+  // the running output [1, n, heads, d] / lse [1, heads, n] (merge_attention_states' ranks), and a block's
+  Kokkos::View<T****, Mem> o_acc("kfa ring o", 1, n, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Mem> lse_acc("kfa ring lse", 1, ring.heads, n);
+  Kokkos::View<T****, Mem> o_part("kfa ring o part", 1, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", 1, ring.heads, nmax);
+  Kokkos::deep_copy(exec, lse_acc, -Kokkos::Experimental::infinity<LT>::value);
+  ring_kv<T>(comm, exec, ring, k, v, [&](int src, const auto& kb, const auto& vb) {
+    for_each_packed_pair(ring, start, cu_seqlens, src, params, [&](const PackedPair& pp, const Params& p) {
+      const Chunk local{0, 0, pp.q.length};
+      const auto op = rows(o_part, local);
+      const auto lp = lse_rows(lse_part, local);
+      kfa::forward_varlen(exec, packed_rows(q, pp.q), packed_rows(packed(kb), pp.k), packed_rows(packed(vb), pp.k),
+                          packed(op), Kokkos::subview(lp, 0, Kokkos::ALL, Kokkos::ALL), to_view<Mem>(exec, pp.cu_q),
+                          to_view<Mem>(exec, pp.cu_k), pp.max_q, pp.max_k, p);
+      kfa::merge_attention_states(exec, rows(o_acc, pp.q), lse_rows(lse_acc, pp.q), op, lp);
+    });
+  });
+  Kokkos::deep_copy(exec, o, packed(o_acc));
+  Kokkos::deep_copy(exec, lse, Kokkos::subview(lse_acc, 0, Kokkos::ALL, Kokkos::ALL));
+}
+
+/// Packed sequences: dq, dk, dv (written) of ring_attention_forward_varlen, from dout and its q, k, v,
+/// o, lse (this rank's packed slices, as it took and gave them). Collective over comm.
+template <class Exec, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV>
+void ring_attention_backward_varlen(MPI_Comm comm, const Exec& exec, const DO& dout, const Q& q, const K& k,
+                                    const V& v, const O& o, const L& lse, const DQ& dq, const DK& dk, const DV& dv,
+                                    const std::vector<std::int32_t>& cu_seqlens, const Params& params) {
+  using namespace detail;
+  using T = typename DQ::non_const_value_type;
+  using Mem = typename Exec::memory_space;
+  std::vector<std::int64_t> start;
+  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, start);
+  const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
+  // rank-4 [1, rows, heads, d] windows, as add_into takes them
+  Kokkos::View<T****, Mem> dq_acc("kfa ring dq", 1, n, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Mem> dq_part("kfa ring dq part", 1, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Mem> dk_part("kfa ring dk part", 1, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Mem> dv_part("kfa ring dv part", 1, nmax, ring.heads_kv, ring.head_dim);
+  ring_kv_grads<T>(comm, exec, ring, k, v, dk, dv,
+                   [&](int src, const auto& kb, const auto& vb, const auto& dkb, const auto& dvb) {
+    for_each_packed_pair(ring, start, cu_seqlens, src, params, [&](const PackedPair& pp, const Params& p) {
+      const Chunk ql{0, 0, pp.q.length}, kl{0, 0, pp.k.length};
+      kfa::backward_varlen(exec, packed_rows(dout, pp.q), packed_rows(q, pp.q), packed_rows(packed(kb), pp.k),
+                           packed_rows(packed(vb), pp.k), packed_rows(o, pp.q), packed_lse_rows(lse, pp.q),
+                           packed(rows(dq_part, ql)), packed(rows(dk_part, kl)), packed(rows(dv_part, kl)),
+                           to_view<Mem>(exec, pp.cu_q), to_view<Mem>(exec, pp.cu_k), pp.max_q, pp.max_k, p);
+      add_into(exec, rows(dq_acc, pp.q), rows(dq_part, ql));
+      add_into(exec, rows(dkb, pp.k), rows(dk_part, kl));
+      add_into(exec, rows(dvb, pp.k), rows(dv_part, kl));
+    });
+  });
+  Kokkos::deep_copy(exec, dq, packed(dq_acc));
 }
 
 }  // namespace kfa::distributed

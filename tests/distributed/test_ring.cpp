@@ -2,7 +2,8 @@
 // dout (a seed from rank 0), runs the ring on its slice (contiguous with uneven lengths, or zigzag) and
 // checks its slice of o, lse, dq, dk, dv against the fp64 reference on the whole sequence with the
 // tolerance rule (at most 2x the error of the plain unfused attention in the same precision, plus a tiny
-// epsilon); outputs are NaN-poisoned first. Run under mpirun with any number of ranks.
+// epsilon); outputs are NaN-poisoned first. The packed form (sequences of cu_seqlens spanning the
+// ranks' slices) against a per-sequence reference likewise. Run under mpirun with any number of ranks.
 #include <mpi.h>
 
 #include <catch2/catch_session.hpp>
@@ -221,6 +222,170 @@ TEST_CASE("ring attention: options it does not take, and mismatched slices, are 
   V3<double> lo("lse", 1, 2, 7);
   CHECK_THROWS_AS(kfa::distributed::ring_attention_forward(MPI_COMM_WORLD, Host(), odd, odd, odd, oo, lo, ok, zig),
                   kfa::Error);  // zigzag needs an even length
+}
+
+namespace {
+
+// ---- packed sequences
+
+/// Rows [b, e) of a [1, n, h, d] View as a fresh [1, e - b, h, d] copy, and back.
+template <class T>
+V4<T> rows_of(const V4<T>& g, std::int64_t b, std::int64_t e) {
+  V4<T> x("rows", 1, e - b, g.extent(2), g.extent(3));
+  Kokkos::deep_copy(x, Kokkos::subview(g, Kokkos::ALL, std::make_pair(b, e), Kokkos::ALL, Kokkos::ALL));
+  return x;
+}
+
+/// fp64 reference and plain attention in T of a packed stream, one sequence at a time: outputs
+/// [1, total, h, d] (lse [1, h, total]) in stream order.
+template <class T>
+struct PackedReference {
+  V4<double> o, dq, dk, dv;
+  V3<double> lse;
+  PackedReference(const V4<double>& q, const V4<double>& k, const V4<double>& v, const V4<double>& dout,
+                  const std::vector<std::int32_t>& cu, const kfa::Params& p)
+      : o("o", 1, q.extent(1), q.extent(2), q.extent(3)), dq("dq", 1, q.extent(1), q.extent(2), q.extent(3)),
+        dk("dk", 1, k.extent(1), k.extent(2), k.extent(3)), dv("dv", 1, k.extent(1), k.extent(2), k.extent(3)),
+        lse("lse", 1, q.extent(2), q.extent(1)) {
+    for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
+      const std::int64_t b = cu[i], e = cu[i + 1];
+      if (b == e) continue;
+      const V4<T> qs = cast<T>(rows_of(q, b, e)), ks = cast<T>(rows_of(k, b, e)), vs = cast<T>(rows_of(v, b, e)),
+                  ds = cast<T>(rows_of(dout, b, e));
+      V4<T> os("o", 1, e - b, q.extent(2), q.extent(3)), dqs("dq", 1, e - b, q.extent(2), q.extent(3));
+      V4<T> dks("dk", 1, e - b, k.extent(2), k.extent(3)), dvs("dv", 1, e - b, k.extent(2), k.extent(3));
+      V3<kfa::lse_type<T>> ls("lse", 1, q.extent(2), e - b);
+      kfa::reference::attention(Host(), qs, ks, vs, os, ls, p);
+      kfa::reference::attention_backward(Host(), ds, qs, ks, vs, os, ls, dqs, dks, dvs, p);
+      Host().fence();
+      const auto put = [&](const V4<double>& dst, const V4<T>& src) {
+        for (std::size_t r = 0; r < src.extent(1); ++r)
+          for (std::size_t h = 0; h < src.extent(2); ++h)
+            for (std::size_t d = 0; d < src.extent(3); ++d) dst(0, b + r, h, d) = static_cast<double>(src(0, r, h, d));
+      };
+      put(o, os), put(dq, dqs), put(dk, dks), put(dv, dvs);
+      for (std::size_t h = 0; h < ls.extent(1); ++h)
+        for (std::int64_t r = 0; r < e - b; ++r) lse(0, h, b + r) = static_cast<double>(ls(0, h, r));
+    }
+  }
+};
+
+/// max |a(i, h, d) - ref(0, start + i, h, d)| (a: [n, h, d]; lse: [h, n] against [1, h, total]).
+template <class A>
+double packed_err(const A& a, const V4<double>& ref, std::int64_t start) {
+  double m = 0;
+  for (std::size_t i = 0; i < a.extent(0); ++i)
+    for (std::size_t h = 0; h < a.extent(1); ++h)
+      for (std::size_t d = 0; d < a.extent(2); ++d) {
+        const double x = static_cast<double>(a(i, h, d));
+        if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+        m = std::max(m, std::abs(x - ref(0, start + i, h, d)));
+      }
+  return m;
+}
+template <class A>
+double packed_lse_err(const A& a, const V3<double>& ref, std::int64_t start) {
+  double m = 0;
+  for (std::size_t h = 0; h < a.extent(0); ++h)
+    for (std::size_t i = 0; i < a.extent(1); ++i) {
+      const double x = static_cast<double>(a(h, i));
+      if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+      m = std::max(m, std::abs(x - ref(0, h, start + i)));
+    }
+  return m;
+}
+
+template <class T>
+void check_packed_ring(const std::vector<std::int32_t>& cu, const std::vector<std::int64_t>& lengths,
+                       std::int64_t heads, std::int64_t heads_kv, bool causal) {
+  const int r = rank();
+  const std::int64_t total = cu.back(), d = 32;
+  std::mt19937_64 gen(shared_seed());
+  std::normal_distribution<double> dist(0.0, 1.0);
+  auto randn = [&](std::int64_t h) {
+    V4<double> x("global", 1, total, h, d);
+    for (std::size_t i = 0; i < x.span(); ++i) x.data()[i] = static_cast<double>(static_cast<T>(dist(gen)));
+    return x;
+  };
+  const V4<double> q = randn(heads), k = randn(heads_kv), v = randn(heads_kv), dout = randn(heads);
+  kfa::Params p;
+  p.causal = causal;
+  const PackedReference<double> ref(q, k, v, dout, cu, p);
+  const PackedReference<T> plain(q, k, v, dout, cu, p);
+
+  std::int64_t start = 0;
+  for (int s = 0; s < r; ++s) start += lengths[s];
+  const std::int64_t n = lengths[r];
+  const auto slice = [&](const V4<double>& g) {
+    V3<T> x("slice", n, g.extent(2), g.extent(3));
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::size_t h = 0; h < g.extent(2); ++h)
+        for (std::size_t e = 0; e < g.extent(3); ++e) x(i, h, e) = static_cast<T>(g(0, start + i, h, e));
+    return x;
+  };
+  const V3<T> ql = slice(q), kl = slice(k), vl = slice(v), dl = slice(dout);
+  const T nan = static_cast<T>(std::numeric_limits<double>::quiet_NaN());
+  V3<T> o("o", n, heads, d), dq("dq", n, heads, d), dk("dk", n, heads_kv, d), dv("dv", n, heads_kv, d);
+  Kokkos::View<kfa::lse_type<T>**, Kokkos::LayoutRight, Kokkos::HostSpace> lse("lse", heads, n);
+  for (auto* x : {&o, &dq, &dk, &dv}) Kokkos::deep_copy(*x, nan);
+  Kokkos::deep_copy(lse, static_cast<kfa::lse_type<T>>(nan));
+  kfa::distributed::ring_attention_forward_varlen(MPI_COMM_WORLD, Host(), ql, kl, vl, o, lse, cu, p);
+  kfa::distributed::ring_attention_backward_varlen(MPI_COMM_WORLD, Host(), dl, ql, kl, vl, o, lse, dq, dk, dv, cu, p);
+  Host().fence();
+
+  const double eps = std::is_same_v<T, double> ? 1e-12 : 1e-6;
+  const auto whole = [&](const V4<double>& a, const V4<double>& b) {
+    double m = 0;
+    for (std::size_t i = 0; i < a.span(); ++i) m = std::max(m, std::abs(a.data()[i] - b.data()[i]));
+    return m;
+  };
+  double lse_plain = 0;
+  for (std::size_t i = 0; i < plain.lse.span(); ++i)
+    lse_plain = std::max(lse_plain, std::abs(plain.lse.data()[i] - ref.lse.data()[i]));
+  struct Out {
+    const char* name;
+    double err, bound;
+  };
+  const Out outs[] = {
+      {"o", packed_err(o, ref.o, start), 2 * whole(plain.o, ref.o) + eps},
+      {"lse", packed_lse_err(lse, ref.lse, start), 2 * lse_plain + eps},
+      {"dq", packed_err(dq, ref.dq, start), 2 * whole(plain.dq, ref.dq) + eps},
+      {"dk", packed_err(dk, ref.dk, start), 2 * whole(plain.dk, ref.dk) + eps},
+      {"dv", packed_err(dv, ref.dv, start), 2 * whole(plain.dv, ref.dv) + eps},
+  };
+  for (const Out& x : outs) {
+    INFO("rank " << r << " of " << ranks() << ", packed, " << x.name << ": error " << x.err << ", bound " << x.bound
+                 << " (causal " << causal << ", heads " << heads << "/" << heads_kv << ")");
+    CHECK(x.err <= x.bound);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("ring attention: packed sequences spanning ranks, empty ones, causal and not, GQA", "[ring]",
+                        Types) {
+  // 6 sequences (one empty, one of a single token) over uneven rank slices: sequences cross slices
+  const std::vector<std::int32_t> cu = {0, 37, 38, 38, 91, 111, 150};
+  const int P = ranks();
+  std::vector<std::int64_t> lengths(P, 150 / P);
+  lengths[0] += 150 % P;
+  if (P > 1) lengths[0] -= 9, lengths[P - 1] += 9;  // uneven
+  const bool causal = GENERATE(false, true);
+  const auto [heads, heads_kv] = GENERATE(table<std::int64_t, std::int64_t>({{4, 4}, {4, 1}}));
+  check_packed_ring<TestType>(cu, lengths, heads, heads_kv, causal);
+}
+
+TEST_CASE("ring attention (packed): cu_seqlens that do not match the slices are errors on every rank", "[ring]") {
+  const int P = ranks();
+  V3<double> q("q", 8, 2, 16), o("o", 8, 2, 16);
+  Kokkos::View<double**, Kokkos::LayoutRight, Kokkos::HostSpace> lse("lse", 2, 8);
+  const std::vector<std::int32_t> short_cu = {0, 8 * P - 1};  // one token short
+  CHECK_THROWS_AS(kfa::distributed::ring_attention_forward_varlen(MPI_COMM_WORLD, Host(), q, q, q, o, lse, short_cu, {}),
+                  kfa::Error);
+  const std::vector<std::int32_t> decreasing = {0, 9, 4, 8 * P};
+  CHECK_THROWS_AS(
+      kfa::distributed::ring_attention_forward_varlen(MPI_COMM_WORLD, Host(), q, q, q, o, lse, decreasing, {}),
+      kfa::Error);
 }
 
 int main(int argc, char** argv) {
