@@ -278,27 +278,42 @@ auto packed_lse_rows(const V& x, const Chunk& c) {
   return Kokkos::subview(x, Kokkos::ALL, std::make_pair(c.offset, c.offset + c.length));
 }
 
-/// A host prefix-sum vector as an int32 View of the execution space's memory.
-template <class Mem, class Exec>
-Kokkos::View<std::int32_t*, Mem> to_view(const Exec& exec, const std::vector<std::int32_t>& v) {
-  Kokkos::View<std::int32_t*, Mem> d("kfa ring cu_seqlens", v.size());
-  Kokkos::View<const std::int32_t*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(v.data(), v.size());
-  Kokkos::deep_copy(exec, d, h);
-  return d;
-}
+/// One block's packed call of this rank: the pair, its options and its prefix sums on the execution
+/// space (made once per entry point for every block, not per step).
+template <class Mem>
+struct PackedCall {
+  bool on = false;
+  PackedPair pair;
+  Params params;
+  Kokkos::View<std::int32_t*, Mem> cu_q, cu_k;
+};
 
-/// f(pair, params) for every packed pair of this rank's slice with block src's slice that is computed
-/// (causal: the own slice causal, earlier slices full, later ones skipped).
-template <class F>
-void for_each_packed_pair(const Ring& ring, const std::vector<std::int64_t>& start,
-                          const std::vector<std::int32_t>& cu, int src, const Params& params, F&& f) {
+/// This rank's packed call with each block src (causal: the own slice causal, earlier slices full,
+/// later ones skipped; off where the slices share no sequence).
+template <class Mem, class Exec>
+std::vector<PackedCall<Mem>> packed_calls(const Exec& exec, const Ring& ring, const std::vector<std::int64_t>& start,
+                                          const std::vector<std::int32_t>& cu, const Params& params) {
   const int r = ring.rank;
-  if (params.causal && src > r) return;
-  const PackedPair pp = packed_pair(cu, start[r], start[r] + ring.lengths[r], start[src], start[src] + ring.lengths[src]);
-  if (pp.empty()) return;
-  Params p = params;
-  p.causal = params.causal && src == r;
-  f(pp, p);
+  std::vector<PackedCall<Mem>> calls(ring.size);
+  const auto to_view = [&](const std::vector<std::int32_t>& v) {
+    Kokkos::View<std::int32_t*, Mem> d("kfa ring cu_seqlens", v.size());
+    Kokkos::View<const std::int32_t*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(v.data(), v.size());
+    Kokkos::deep_copy(exec, d, h);
+    return d;
+  };
+  for (int src = 0; src < ring.size; ++src) {
+    if (params.causal && src > r) continue;
+    PackedCall<Mem>& c = calls[src];
+    c.pair = packed_pair(cu, start[r], start[r] + ring.lengths[r], start[src], start[src] + ring.lengths[src]);
+    if (c.pair.empty()) continue;
+    c.on = true;
+    c.params = params;
+    c.params.causal = params.causal && src == r;
+    c.cu_q = to_view(c.pair.cu_q);
+    c.cu_k = to_view(c.pair.cu_k);
+  }
+  exec.fence("kfa ring: prefix sums staged");
+  return calls;
 }
 
 /// This rank's slice into a [batch, n, h, d] block of the ring and back: the View itself, or a packed
@@ -471,16 +486,18 @@ void ring_attention_forward_varlen(MPI_Comm comm, const Exec& exec, const Q& q, 
   Kokkos::View<T****, Mem> o_part("kfa ring o part", 1, nmax, ring.heads, ring.head_dim);
   Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", 1, ring.heads, nmax);
   Kokkos::deep_copy(exec, lse_acc, -Kokkos::Experimental::infinity<LT>::value);
+  const std::vector<PackedCall<Mem>> calls = packed_calls<Mem>(exec, ring, start, cu_seqlens, params);
   ring_kv<T>(comm, exec, ring, k, v, [&](int src, const auto& kb, const auto& vb) {
-    for_each_packed_pair(ring, start, cu_seqlens, src, params, [&](const PackedPair& pp, const Params& p) {
-      const Chunk local{0, 0, pp.q.length};
-      const auto op = rows(o_part, local);
-      const auto lp = lse_rows(lse_part, local);
-      kfa::forward_varlen(exec, packed_rows(q, pp.q), packed_rows(packed(kb), pp.k), packed_rows(packed(vb), pp.k),
-                          packed(op), Kokkos::subview(lp, 0, Kokkos::ALL, Kokkos::ALL), to_view<Mem>(exec, pp.cu_q),
-                          to_view<Mem>(exec, pp.cu_k), pp.max_q, pp.max_k, p);
-      kfa::merge_attention_states(exec, rows(o_acc, pp.q), lse_rows(lse_acc, pp.q), op, lp);
-    });
+    const PackedCall<Mem>& c = calls[src];
+    if (!c.on) return;
+    const PackedPair& pp = c.pair;
+    const Chunk local{0, 0, pp.q.length};
+    const auto op = rows(o_part, local);
+    const auto lp = lse_rows(lse_part, local);
+    kfa::forward_varlen(exec, packed_rows(q, pp.q), packed_rows(packed(kb), pp.k), packed_rows(packed(vb), pp.k),
+                        packed(op), Kokkos::subview(lp, 0, Kokkos::ALL, Kokkos::ALL), c.cu_q, c.cu_k, pp.max_q,
+                        pp.max_k, c.params);
+    kfa::merge_attention_states(exec, rows(o_acc, pp.q), lse_rows(lse_acc, pp.q), op, lp);
   });
   Kokkos::deep_copy(exec, o, packed(o_acc));
   Kokkos::deep_copy(exec, lse, Kokkos::subview(lse_acc, 0, Kokkos::ALL, Kokkos::ALL));
@@ -503,18 +520,20 @@ void ring_attention_backward_varlen(MPI_Comm comm, const Exec& exec, const DO& d
   Kokkos::View<T****, Mem> dq_part("kfa ring dq part", 1, nmax, ring.heads, ring.head_dim);
   Kokkos::View<T****, Mem> dk_part("kfa ring dk part", 1, nmax, ring.heads_kv, ring.head_dim);
   Kokkos::View<T****, Mem> dv_part("kfa ring dv part", 1, nmax, ring.heads_kv, ring.head_dim);
+  const std::vector<PackedCall<Mem>> calls = packed_calls<Mem>(exec, ring, start, cu_seqlens, params);
   ring_kv_grads<T>(comm, exec, ring, k, v, dk, dv,
                    [&](int src, const auto& kb, const auto& vb, const auto& dkb, const auto& dvb) {
-    for_each_packed_pair(ring, start, cu_seqlens, src, params, [&](const PackedPair& pp, const Params& p) {
-      const Chunk ql{0, 0, pp.q.length}, kl{0, 0, pp.k.length};
-      kfa::backward_varlen(exec, packed_rows(dout, pp.q), packed_rows(q, pp.q), packed_rows(packed(kb), pp.k),
-                           packed_rows(packed(vb), pp.k), packed_rows(o, pp.q), packed_lse_rows(lse, pp.q),
-                           packed(rows(dq_part, ql)), packed(rows(dk_part, kl)), packed(rows(dv_part, kl)),
-                           to_view<Mem>(exec, pp.cu_q), to_view<Mem>(exec, pp.cu_k), pp.max_q, pp.max_k, p);
-      add_into(exec, rows(dq_acc, pp.q), rows(dq_part, ql));
-      add_into(exec, rows(dkb, pp.k), rows(dk_part, kl));
-      add_into(exec, rows(dvb, pp.k), rows(dv_part, kl));
-    });
+    const PackedCall<Mem>& c = calls[src];
+    if (!c.on) return;
+    const PackedPair& pp = c.pair;
+    const Chunk ql{0, 0, pp.q.length}, kl{0, 0, pp.k.length};
+    kfa::backward_varlen(exec, packed_rows(dout, pp.q), packed_rows(q, pp.q), packed_rows(packed(kb), pp.k),
+                         packed_rows(packed(vb), pp.k), packed_rows(o, pp.q), packed_lse_rows(lse, pp.q),
+                         packed(rows(dq_part, ql)), packed(rows(dk_part, kl)), packed(rows(dv_part, kl)), c.cu_q,
+                         c.cu_k, pp.max_q, pp.max_k, c.params);
+    add_into(exec, rows(dq_acc, pp.q), rows(dq_part, ql));
+    add_into(exec, rows(dkb, pp.k), rows(dk_part, kl));
+    add_into(exec, rows(dvb, pp.k), rows(dv_part, kl));
   });
   Kokkos::deep_copy(exec, dq, packed(dq_acc));
 }
