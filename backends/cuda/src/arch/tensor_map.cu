@@ -61,9 +61,10 @@ CUtensorMap make_tensor_map(const detail::Tensor4& t, detail::DType dtype, std::
   return map;
 }
 
-CUtensorMap make_accum_map(float* data, std::int64_t slices, std::int64_t rows, std::int64_t dim, int box_rows) {
+CUtensorMap make_accum_map(float* data, std::int64_t slices, std::int64_t rows, std::int64_t dim,
+                           std::int64_t row_stride, std::int64_t slice_stride, int box_rows) {
   const cuuint64_t extent[3] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(slices)};
-  const cuuint64_t stride[2] = {cuuint64_t(dim) * 4, cuuint64_t(dim * rows) * 4};
+  const cuuint64_t stride[2] = {cuuint64_t(row_stride) * 4, cuuint64_t(slice_stride) * 4};
   const cuuint32_t box[3] = {32, cuuint32_t(box_rows), 1};
   const cuuint32_t unit[3] = {1, 1, 1};
   CUtensorMap map{};
@@ -72,6 +73,14 @@ CUtensorMap make_accum_map(float* data, std::int64_t slices, std::int64_t rows, 
                                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) throw Error("cuTensorMapEncodeTiled (accumulator) failed with CUresult " + std::to_string(int(r)));
   return map;
+}
+
+std::int64_t packed_rows(const std::int32_t* cu_seqlens, std::int64_t batch, cudaStream_t stream) {
+  std::int32_t total = 0;
+  cudaError_t err = cudaMemcpyAsync(&total, cu_seqlens + batch, sizeof total, cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) throw LaunchError(std::string("CUDA: reading cu_seqlens failed: ") + cudaGetErrorString(err));
+  return total;
 }
 
 }  // namespace kfa::cuda::hopper

@@ -1,6 +1,7 @@
 // Native CUDA backward: what it supports, its workspace, and the launch sequence
 //   preprocess (D = rowsum(dO*O), zeroed dQ accumulator)
-//   -> main kernel: the Hopper dK/dV + atomic dQ kernel (sm_90 device, dense call, not deterministic)
+//   -> main kernel: the Hopper dK/dV + atomic dQ kernel (sm_90 device, not deterministic; its dense or
+//      Featured instance)
 //      or the mma.sync dK/dV kernel (+ atomic dQ)  or  its dK/dV kernel + deterministic dQ kernel
 //   -> dQ conversion (atomic path only).
 // KFA_CUDA_BACKWARD=mma or =wgmma forces one main kernel (tests and benchmarks compare them); wgmma
@@ -55,14 +56,15 @@ bool featured(const BackwardArgs& a) {
 }
 
 /// True when the Hopper main kernel takes the call: an sm_90 device, a head dim of its instance table,
-/// no feature beyond causal / window masks, the atomic dQ, TMA-addressable Q, K, V and dO.
-bool use_sm90(const BackwardArgs& a, bool feat) {
+/// the atomic dQ, TMA-addressable Q, K, V and dO (packed sequences without a batch stride). Every
+/// feature supports_backward accepts runs on its Featured instance.
+bool use_sm90(const BackwardArgs& a) {
 #ifdef KFA_CUDA_HAS_SM90
   static const bool forced_mma = [] {
     const char* e = std::getenv("KFA_CUDA_BACKWARD");
     return e != nullptr && std::strcmp(e, "mma") == 0;
   }();
-  if (forced_mma || feat || a.deterministic) return false;
+  if (forced_mma || a.deterministic) return false;
   bool dim_ok = false;
 #define KFA_CASE(D) dim_ok = dim_ok || a.shape.head_dim == D;
   KFA_CUDA_BACKWARD_SM90_DIMS(KFA_CASE)
@@ -72,14 +74,17 @@ bool use_sm90(const BackwardArgs& a, bool feat) {
       device_attribute<cudaDevAttrComputeCapabilityMinor>() != 0)
     return false;
   const Shape& s = a.shape;
-  if (s.seqlen_q >= (std::int64_t(1) << 30) || s.seqlen_k >= (std::int64_t(1) << 30)) return false;
+  // 32-bit positions in the kernel: sequences and packed tensors shorter than 2^30 rows
+  const std::int64_t lim = std::int64_t(1) << 30;
+  if (s.seqlen_q >= lim || s.seqlen_k >= lim || a.varlen.total_q >= lim || a.varlen.total_k >= lim) return false;
   if ((s.seqlen_k + hopper::kSm90BwdBlockK - 1) / hopper::kSm90BwdBlockK > 65535) return false;  // grid y
   for (const Tensor4* t : {&a.q, &a.k, &a.v, &a.dout})
-    if ((t->stride_b == 0 && s.batch > 1) || !hopper::tensor_map_possible(*t, s.batch)) return false;
+    if ((t->stride_b == 0 && s.batch > 1 && !a.varlen.enabled()) || !hopper::tensor_map_possible(*t, s.batch))
+      return false;
   // The dQ accumulator is reduced into through a tensor map: a caller's workspace must be 16-byte aligned.
   return reinterpret_cast<std::uintptr_t>(a.workspace) % 16 == 0;
 #else
-  (void)a, (void)feat;
+  (void)a;
   return false;
 #endif
 }
@@ -97,7 +102,7 @@ void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, bool s
     constexpr DType dtype = std::is_same_v<T, __nv_bfloat16> ? DType::bf16 : DType::f16;
     switch (s.head_dim) {
 #define KFA_CASE(D)                                                   \
-  case D: hopper::launch_backward_sm90<D, T>(p, dtype, stream); \
+  case D: hopper::launch_backward_sm90<D, T>(p, dtype, feat, stream); \
     break;
       KFA_CUDA_BACKWARD_SM90_DIMS(KFA_CASE)
 #undef KFA_CASE
@@ -172,7 +177,7 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.dsum = reinterpret_cast<float*>(base + w.delta);
   p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_acc);
   const bool feat = featured(a);
-  const bool sm90 = use_sm90(a, feat);
+  const bool sm90 = use_sm90(a);
 
   try {
     if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, feat, sm90, stream);

@@ -82,17 +82,6 @@ __global__ void __launch_bounds__(Sm90Shape<D>::threads, 1)
 #endif
 }
 
-/// Number of rows of a packed tensor, cu_seqlens[batch] (read back once: the tensor maps' extents must
-/// end at the last sequence so that TMA zero-fills, rather than reads, past it).
-inline std::int64_t packed_rows(const std::int32_t* cu, std::int64_t batch, cudaStream_t stream) {
-  std::int32_t total = 0;
-  cudaError_t err = cudaMemcpyAsync(&total, cu + batch, sizeof total, cudaMemcpyDeviceToHost, stream);
-  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
-  if (err != cudaSuccess)
-    throw LaunchError(std::string("CUDA Hopper forward: reading cu_seqlens failed: ") + cudaGetErrorString(err));
-  return total;
-}
-
 /// True when the call needs the Featured kernel: score modifiers, dropout, a block mask, packed
 /// sequences, or a tensor shared by the batches (batch stride 0).
 inline bool sm90_featured(const detail::ForwardArgs& a) {

@@ -11,7 +11,9 @@ namespace kfa::cuda::hopper {
 /// Block geometry the dispatcher needs without the kernel: keys per block (the grid's y extent).
 inline constexpr int kSm90BwdBlockK = 128;
 
+/// `featured`: the call has packed sequences, a block mask, softcap, ALiBi or dropout (the Featured
+/// instance); else the dense instance runs.
 template <int D, class T>
-void launch_backward_sm90(const bwd::KernelParams& p, detail::DType dtype, cudaStream_t stream);
+void launch_backward_sm90(const bwd::KernelParams& p, detail::DType dtype, bool featured, cudaStream_t stream);
 
 }  // namespace kfa::cuda::hopper

@@ -1,29 +1,39 @@
 #pragma once
 // Why this file: the consumer warpgroups of the Hopper backward, the part that computes. Consumer w
 // owns keys [64 w, +64) of the block's BK and keeps their dK and dV in registers across every step.
-// Per step (one query tile of BQ rows of one query head, Q and dO in ring slot s):
-//   1. S^T = K Q^T and dP^T = V dO^T on wgmma from shared memory (keys x queries);
-//   2. P^T = exp2(S^T * scale_log2 - lse), masked (causal / window / key bound) where the tile needs it;
-//   3. dV += P^T dO (wgmma, P^T from registers), issued while dS^T = P^T (dP^T - D) is computed;
+// Per step (one query tile of BQ rows of one query head, Q, dO, the row statistics and the step word
+// in ring slot s):
+//   1. S^T = K Q^T and dP^T = V dO^T on wgmma from shared memory (keys x queries); meanwhile the
+//      Featured kernel makes the step's block bits and dropout keep flags (features.cuh);
+//   2. P^T = exp2(x * scale_log2 - lse) of the score x (Featured: softcap and ALiBi applied), masked
+//      (causal / window / key bound / block bits) where the tile needs it;
+//   3. dV += P^T Z dO (wgmma, from registers; Z the dropout's scaled keep flags), issued while
+//      dS^T = P^T dx/d dot (Z dP^T - D) is computed;
 //   4. dK += dS^T Q (wgmma, dS^T from registers), while dS^T is also stored to shared memory;
 //   5. dQ = dS K (wgmma, dS read transposed from shared memory; split between the consumers as
 //      Sm90BwdShape::dq_split_cols says), staged in shared memory for the dQ writer (Sm90BwdDqWriter),
 //      which adds it to the fp32 accumulator by TMA reductions.
-// The epilogue stores dK (times the softmax scale) and dV; keys past seqlen_k are not written.
+// The epilogue stores dK (times the softmax scale) and dV; keys past seqlen_k are not written. The
+// Featured instance (packed sequences, block masks, softcap, ALiBi, dropout) is this code with the
+// feature branches compiled in; the dense instance compiles none of them.
 #include <cstdint>
+#include <type_traits>
 
 #include "arch/ptx.cuh"
 #include "arch/sm90_ptx.cuh"
 #include "arch/warp_ops.cuh"
 #include "arch/wgmma_ops.cuh"
 #include "kfa/detail/tile_rules.hpp"
+#include "sm80/backward/features.cuh"  // FeatureMod
 #include "sm80/backward/params.cuh"
+#include "sm90/backward/features.cuh"
 #include "sm90/backward/shape.cuh"
+#include "sm90/backward/walk.cuh"
 #include "sm90/forward_shape.cuh"  // Sm90PipelineState
 
 namespace kfa::cuda::hopper {
 
-template <int D, class T>
+template <int D, class T, bool Featured>
 struct Sm90BwdMainloop {
   using F = Sm90BwdShape<D>;
   static constexpr int BK = F::block_k, BQ = F::block_q, KS = D / 16;
@@ -33,79 +43,103 @@ struct Sm90BwdMainloop {
 
   float dk[D / 2], dv[D / 2];
 
-  __device__ __forceinline__ void run(const bwd::KernelParams& p, int b, int hk, int n0, int cw,
-                                      const Sm90BwdSmem<D>& smem, const Sm90BwdBarriers<D>& bar) {
+  __device__ __forceinline__ void run(const bwd::KernelParams& p, int b, int n0, int cw, const Sm90BwdSmem<D>& smem,
+                                      const Sm90BwdBarriers<D>& bar, const Sm90BwdBlock& blk) {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.0f;
-    QueryWalk walk(p.shape, p.score, hk, n0, BK, BQ);
-    if (walk.steps == 0) return;
-    const auto& shape = p.shape;
-    const std::int64_t shift = shape.seqlen_k - shape.seqlen_q;
-    const int key0 = n0 + cw * 64;                 // this consumer's first key
-    const int kmax = bwd::clamp_diag(shape.seqlen_k - key0 - warp * 16 - g);  // local rows >= kmax: past seqlen_k
+    if (!blk.any()) return;
+    const int key0 = n0 + cw * 64;       // this consumer's first key
+    const int key_w = key0 + warp * 16;  // this warp's
     const int consumer_bar = F::bar_consumer + cw;
-    if (tid < BQ) stash(smem, 0, bwd::row_stats(p, b, walk.h, walk.m0 + tid), cw, tid);
-    named_barrier_sync(consumer_bar, 128);
     mbar_wait(bar.kv_full(), 0);
 
     Sm90PipelineState<F::stages> ring;
-    for (std::int64_t it = 0; it < walk.steps; ++it, ring.advance()) {
-      const int s = ring.index, buf = static_cast<int>(it & 1);
-      const std::int64_t m0 = walk.m0;
-      // The next step's row statistics: loaded now, stored before this step's barrier.
-      bwd::RowStats next{0.0f, 0.0f};
-      const bool more = it + 1 < walk.steps;
-      if (more && tid < BQ) next = bwd::row_stats(p, b, walk.next_h(), walk.next_m0(BQ) + tid);
-
+#pragma unroll 1
+    for (int it = 0;; ++it, ring.advance()) {
+      const int s = ring.index, buf = it & 1;
       float acc_s[BQ / 2], acc_dp[BQ / 2];
-      issue_scores(acc_s, acc_dp, smem, bar, ring, cw);
+      mbar_wait(bar.q_full(ring.index), ring.phase);
+      const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(s));
+      // The dQ writer's copy of the word, written now (two buffers: the writer has read the one of
+      // two steps back), so that only step.last stays live to the end of the step.
+      if (tid == 0) step.put(smem.dq_step(cw, buf));
+      // The sequence's lengths (a padded batch: the call's), read where used: not held in registers.
+      const kfa::detail::Shape shape = blk.shape(p.shape);
+      const int shift = shape.seqlen_k - shape.seqlen_q;
+      const bool full = !step.partial && kfa::detail::tile_fully_visible(step.m0, step.m0 + BQ, key0, key0 + 64,
+                                                                         shape, p.score);
+      StepMask mk;
+      mk.check = !full;
+      mk.diag = bwd::clamp_diag(std::int64_t(key_w) + g - step.m0 - shift);  // key - query - shift at (g, 0)
+      // Keys g + 8 hh at or past seqlen_k: their elements' bits cleared (with the block bits, if any).
+      const int kmax = shape.seqlen_k - key_w - g;
+      const std::uint32_t key_bits = (kmax > 0 ? 0x33333333u : 0u) | (kmax > 8 ? 0xCCCCCCCCu : 0u);
+      issue_scores(acc_s, acc_dp, smem, ring, cw);
+      auto fw_addr = [&] { return smem.feature_words(cw, static_cast<int>(threadIdx.x % 128)); };
+      if constexpr (Featured) {
+        // The features' per-element words (features.cuh), made while the S^T product runs and kept in
+        // shared memory until they are applied.
+        const int batch = b + static_cast<int>(p.score.batch_base);
+        std::uint32_t allow = ~0u, keep = ~0u;
+        if (step.partial) allow = sm90_bwd_block_bits(p.score.blocks, batch, step.h, step.m0, key_w, g, t);
+        if (p.dropout.on) keep = sm90_bwd_dropout_keep(p.dropout, batch, step.h, step.m0, key_w, lane);
+        asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(fw_addr()), "r"(allow), "r"(keep) : "memory");
+      }
       wgmma_wait<1>();  // S^T
       fence_registers(acc_s);
 
-      // P^T: element (key 16 warp + g + 8 hh, query 8 i + 2 t + e). Query rows past seqlen_q have lse
-      // +inf (row_stats) and come out 0; the element masks apply where the tile is not fully visible.
-      const float* lse = smem.lse(cw, buf);
-      const float* dsum = smem.dsum(cw, buf);
-      const bool full = kfa::detail::tile_fully_visible(m0, m0 + BQ, key0, key0 + 64, shape, p.score);
-      const int diag = bwd::clamp_diag(key0 + warp * 16 + g - m0 - shift);  // key - query - shift at (g, 0)
-#pragma unroll
-      for (int i = 0; i < BQ / 8; ++i) {
-        const float2 l = *reinterpret_cast<const float2*>(lse + 8 * i + 2 * t);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = acc_s[4 * i + 2 * hh + e];
-            float pv = ptx::exp2_approx(fmaf(x, p.scale_log2, -(e ? l.y : l.x)));
-            if (!full) {
-              const int diff = diag + 8 * hh - (8 * i + 2 * t + e);
-              if (diff < p.win_lo || diff > p.win_hi || 8 * hh >= kmax) pv = 0.0f;
-            }
-            x = pv;
-          }
-      }
+      // P^T from S^T in place (times dx/d dot under softcap: what dS^T needs), and P^T Z packed as
+      // dV's A operand. Query rows past seqlen_q have lse +inf (row_stats) and come out 0.
+      const float* lse = smem.lse(s);
+      const float* dsum = smem.dsum(s);
       std::uint32_t frag_p[BQ / 16][4], frag_ds[BQ / 16][4];
-      pack(frag_p, acc_s);
+      std::uint32_t keep = ~0u;  // dropout keep flags (Featured)
+      if constexpr (Featured) {
+        asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(mk.allow), "=r"(keep) : "r"(fw_addr()) : "memory");
+        mk.allow &= key_bits;
+        const bwd::FeatureMod fm = bwd::feature_mod(p.score, step.h);
+        // |query + shift - key| at element (i, hh, e) is |alibi0 + 8 i + e - 8 hh|
+        const float alibi0 = static_cast<float>(step.m0 + 2 * t + shift - key_w - g);
+        // Softcap (tanh on the special-function unit) is a variant of its own; ALiBi and dropout cost a
+        // few operations per element when off (one variant per combination spilled registers).
+        const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
+        if (fm.softcap)
+          probabilities<true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
+        else
+          probabilities<false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
+      } else {
+        mk.allow = key_bits;
+        probabilities<false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, bwd::FeatureMod{}, 0.0f, keep,
+                             1.0f, t);
+      }
       wgmma_fence();
-      issue_rs(dv, frag_p, smem.dout(s));  // dV += P^T dO
+      issue_rs(dv, frag_p, smem.dout(s));  // dV += P^T Z dO
       wgmma_wait<1>();  // dP^T (dV may run on)
       fence_registers(acc_dp);
+      // dS^T = P^T dx/d dot (Z dP^T - D), Z the dropout's keep scale (1 without dropout).
+      const bool drop = Featured && p.dropout.on;
+      if (drop) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(keep) : "r"(fw_addr() + 4) : "memory");
 #pragma unroll
       for (int i = 0; i < BQ / 8; ++i) {
         const float2 dd = *reinterpret_cast<const float2*>(dsum + 8 * i + 2 * t);
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
-          acc_dp[4 * i + 2 * hh] = acc_s[4 * i + 2 * hh] * (acc_dp[4 * i + 2 * hh] - dd.x);
-          acc_dp[4 * i + 2 * hh + 1] = acc_s[4 * i + 2 * hh + 1] * (acc_dp[4 * i + 2 * hh + 1] - dd.y);
+          float ds[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int x = 4 * i + 2 * hh + e;
+            float dp = acc_dp[x];
+            if (drop) dp = (keep >> x) & 1u ? dp * p.dropout.keep_scale : 0.0f;
+            ds[e] = acc_s[x] * (dp - (e ? dd.y : dd.x));
+          }
+          frag_ds[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(ds[0], ds[1]);
         }
       }
-      pack(frag_ds, acc_dp);
       wgmma_fence();
       issue_rs(dk, frag_ds, smem.q(s));  // dK += dS^T Q
       store_ds(smem.ds(buf) + cw * 64 * 128, frag_ds, warp, lane);
-      if (more && tid < BQ) stash(smem, buf ^ 1, next, cw, tid);
       fence_async_shared();  // dS^T's generic-proxy stores before the dQ product reads it
       if constexpr (F::dq_split_cols) named_barrier_sync(F::bar_all, 128 * F::consumers);
       else named_barrier_sync(consumer_bar, 128);
@@ -114,26 +148,28 @@ struct Sm90BwdMainloop {
       issue_dq(acc_q, smem, buf, cw);
       wgmma_wait<0>();  // dV, dK and dQ
       fence_registers(acc_q);
-      if (lane == 0) mbar_arrive(bar.q_free(s));  // the slot's Q and dO are no longer read
+      if (lane == 0) mbar_arrive(bar.q_free(s));  // the slot's Q, dO, statistics and word are no longer read
       // The staging boxes are free once the writer's reductions of the previous step have read them.
       if (it > 0) named_barrier_sync(F::bar_dq_empty + cw, F::dq_sync_threads);
       stage_dq(smem.dq(cw), acc_q, warp, g, t);
       fence_async_shared();
       named_barrier_arrive(F::bar_dq_full + cw, F::dq_sync_threads);
-      walk.advance(BQ);
+      if (step.last) break;
     }
     fence_registers(dk);  // the epilogue reads them after the last product completed
     fence_registers(dv);
   }
 
   /// dK (times the softmax scale) and dV of this consumer's keys to global memory.
-  __device__ __forceinline__ void store(const bwd::KernelParams& p, int b, int hk, int n0, int cw) const {
+  __device__ __forceinline__ void store(const bwd::KernelParams& p, int b, int hk, int n0, int cw,
+                                        const Sm90BwdBlock& blk) const {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const std::int64_t key = n0 + cw * 64 + warp * 16 + g + 8 * hh;
-      if (key >= p.shape.seqlen_k) continue;
+      const int k = n0 + cw * 64 + warp * 16 + g + 8 * hh;
+      if (k >= blk.seqlen_k) continue;
+      const std::int64_t key = std::int64_t(blk.k_begin) + k;  // row in k / v (packed: past the sequence's start)
       T* gk = static_cast<T*>(p.dk.data) + b * p.dk.stride_b + key * p.dk.stride_s + hk * p.dk.stride_h + 2 * t;
       T* gv = static_cast<T*>(p.dv.data) + b * p.dv.stride_b + key * p.dv.stride_s + hk * p.dv.stride_h + 2 * t;
 #pragma unroll
@@ -146,11 +182,57 @@ struct Sm90BwdMainloop {
   }
 
  private:
-  /// S^T = K Q^T and dP^T = V dO^T of the step in ring slot `st`, once its Q and dO have landed.
+  /// The element mask of a step on this lane's fragment: window / causal bounds and the sequence's
+  /// end (when the tile is not fully visible) and the block bits of a partial tile (features.cuh).
+  struct StepMask {
+    bool check;           // apply the tests at all
+    int diag;             // key - query - shift at element (g, query 0)
+    std::uint32_t allow;  // bit 4 i + 2 hh + e: the key is before seqlen_k (and the block bits allow it)
+  };
+
+  /// P^T = exp2(x * scale_log2 - lse) of the score x, masked elements 0; Featured: x modified as
+  /// kfa::detail::modify_score says (softcap when kCap, then ALiBi: slope 0 when off; dx/d dot = 1 -
+  /// tanh^2). acc becomes P^T dx/d dot, frag the packed P^T Z (Featured: Z the dropout keep flag times
+  /// ks; flags all set and ks 1 without dropout), pairs (e = 0, 1) as the A operand's layout.
+  template <bool kCap>
+  __device__ __forceinline__ static void probabilities(float (&acc)[BQ / 2], std::uint32_t (&frag)[BQ / 16][4],
+                                                       const float* lse, float scale_log2, const StepMask& mk,
+                                                       int win_lo, int win_hi, const bwd::FeatureMod& fm,
+                                                       float alibi0, std::uint32_t keep, float ks, int t) {
+    // Softcap: tanh first, in place, so that each element's tanh waits in its own register for dx/d dot
+    // (in one fused loop the scheduler kept many of them live at once, past the register budget).
+    if constexpr (kCap)
+#pragma unroll
+      for (int el = 0; el < BQ / 2; ++el) acc[el] = policy::fast_tanh(acc[el] * fm.softcap_in);
+#pragma unroll
+    for (int i = 0; i < BQ / 8; ++i) {
+      const float2 l = *reinterpret_cast<const float2*>(lse + 8 * i + 2 * t);
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        float z[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int el = 4 * i + 2 * hh + e;
+          const float tc = acc[el];  // softcap: the tanh
+          float x = kCap ? fm.softcap_out * tc : acc[el];
+          if constexpr (Featured) x = fmaf(fm.alibi_k, fabsf(alibi0 + static_cast<float>(8 * i + e - 8 * hh)), x);
+          float pv = ptx::exp2_approx(fmaf(x, scale_log2, -(e ? l.y : l.x)));
+          if (mk.check) {
+            const int diff = mk.diag + 8 * hh - (8 * i + 2 * t + e);
+            if (diff < win_lo || diff > win_hi || !((mk.allow >> el) & 1u)) pv = 0.0f;
+          }
+          z[e] = Featured ? ((keep >> el) & 1u ? pv * ks : 0.0f) : pv;
+          acc[el] = kCap ? pv * (1.0f - tc * tc) : pv;
+        }
+        frag[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(z[0], z[1]);
+      }
+    }
+  }
+
+  /// S^T = K Q^T and dP^T = V dO^T of the step in ring slot `st` (its Q and dO have landed).
   __device__ __forceinline__ static void issue_scores(float (&acc_s)[BQ / 2], float (&acc_dp)[BQ / 2],
-                                                      const Sm90BwdSmem<D>& smem, const Sm90BwdBarriers<D>& bar,
+                                                      const Sm90BwdSmem<D>& smem,
                                                       const Sm90PipelineState<F::stages>& st, int cw) {
-    mbar_wait(bar.q_full(st.index), st.phase);
     wgmma_fence();
     issue_kq(acc_s, smem.k(), smem.q(st.index), cw);
     issue_kq(acc_dp, smem.v(), smem.dout(st.index), cw);
@@ -196,14 +278,6 @@ struct Sm90BwdMainloop {
     wgmma_commit();
   }
 
-  /// The accumulator fragment as the A operand of the next product (two n8 groups per k16 step).
-  __device__ __forceinline__ static void pack(std::uint32_t (&frag)[BQ / 16][4], const float (&acc)[BQ / 2]) {
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) frag[kk][r] = ptx::pack2<T>(acc[8 * kk + 2 * r], acc[8 * kk + 2 * r + 1]);
-  }
-
   /// dS^T (as packed fragments) into the swizzled [BK keys][BQ queries] tile at this consumer's rows,
   /// one stmatrix (four 8 x 8 matrices) per k16 step: fragment r of step kk is key rows 8 (r & 1) + 0..7
   /// of the warp, queries 16 kk + 8 (r >> 1) + 0..7; lane l gives the address of row l % 8 of matrix l / 8.
@@ -217,10 +291,6 @@ struct Sm90BwdMainloop {
     }
   }
 
-  __device__ __forceinline__ static void stash(const Sm90BwdSmem<D>& smem, int buf, bwd::RowStats st, int cw, int row) {
-    smem.lse(cw, buf)[row] = st.lse_log2;
-    smem.dsum(cw, buf)[row] = st.dsum;
-  }
 
   /// This consumer's dQ fragment (BQ rows x dq_cols) into its staging boxes: column c of the fragment
   /// is column c % 32 of box c / 32, whose 16-byte chunks are swizzled by the row (as TMA reads them).
@@ -241,35 +311,42 @@ struct Sm90BwdMainloop {
 };
 
 /// Warp 1 of the producer warpgroup: per step and consumer, waits until the consumer has staged its
-/// dQ, adds the staging boxes to the fp32 accumulator (TMA reductions through its tensor map; rows
-/// past seqlen_q are clipped) and, once they have been read, hands the boxes back. The consumers only
-/// arrive at the "full" barrier, so they go on to the next step at once.
-template <int D>
+/// dQ with the step's word, adds the staging boxes to the fp32 accumulator (TMA reductions through
+/// its tensor map; rows past its extent are clipped, rows of a packed sequence's successor get zeros)
+/// and, once they have been read, hands the boxes back. The consumers only arrive at the "full"
+/// barrier, so they go on to the next step at once.
+template <int D, bool Featured>
 struct Sm90BwdDqWriter {
   using F = Sm90BwdShape<D>;
-  __device__ __forceinline__ static void run(const CUtensorMap* dq_map, const bwd::KernelParams& p, int b, int hk,
-                                             int n0, const Sm90BwdSmem<D>& smem, int lane) {
-    const QueryWalk walk(p.shape, p.score, hk, n0, F::block_k, F::block_q);
-    if (lane == 0 && walk.steps > 0) prefetch_tensor_map(dq_map);
-    const int slice0 = static_cast<int>(b * p.shape.heads);
-    walk.for_each_step(p.shape.heads / p.shape.heads_kv, F::block_q, [&](int h, int m0, bool last) {
+  __device__ __forceinline__ static void run(const CUtensorMap* dq_map, const bwd::KernelParams& p, int b,
+                                             const Sm90BwdSmem<D>& smem, const Sm90BwdBlock& blk, int lane) {
+    if (!blk.any()) return;
+    if (lane == 0) prefetch_tensor_map(dq_map);
+    // The accumulator's slices: (batch, head) pairs of a padded batch, heads of packed sequences.
+    const int slice0 = Featured && p.varlen.enabled() ? 0 : static_cast<int>(b * p.shape.heads);
+#pragma unroll 1
+    for (int buf = 0;; buf ^= 1) {
+      bool last = false;
 #pragma unroll
       for (int cw = 0; cw < F::consumers; ++cw) {
         named_barrier_sync(F::bar_dq_full + cw, F::dq_sync_threads);
+        const Sm90BwdStep step = Sm90BwdStep::get(smem.dq_step(cw, buf));
+        last = step.last;
         if (lane == 0) {
           const int col0 = F::dq_split_cols ? cw * F::dq_cols : 0;
 #pragma unroll
           for (int x = 0; x < F::dq_boxes; ++x)
-            tma_reduce_add_3d(dq_map, smem.dq(cw) + x * F::dq_box_bytes, col0 + 32 * x, m0, slice0 + h);
+            tma_reduce_add_3d(dq_map, smem.dq(cw) + x * F::dq_box_bytes, col0 + 32 * x, blk.q_begin + step.m0,
+                              slice0 + step.h);
           tma_store_commit();
         }
       }
       if (lane == 0) tma_store_wait_read();
       __syncwarp();
-      if (!last)  // the consumers wait for the boxes only before a next step
+      if (last) break;  // the consumers wait for the boxes only before a next step
 #pragma unroll
-        for (int cw = 0; cw < F::consumers; ++cw) named_barrier_arrive(F::bar_dq_empty + cw, F::dq_sync_threads);
-    });
+      for (int cw = 0; cw < F::consumers; ++cw) named_barrier_arrive(F::bar_dq_empty + cw, F::dq_sync_threads);
+    }
   }
 };
 

@@ -1,20 +1,17 @@
 #pragma once
-// Why this file: the parts of the Hopper backward (producer, consumer mainloop, epilogue, kernel shell)
-// must agree on one block geometry, one shared-memory layout and one walk over the query tiles. This
-// file is that agreement:
+// Why this file: the parts of the Hopper backward (producer, consumer mainloop, dQ writer, kernel
+// shell) must agree on one block geometry and one shared-memory layout. This file is that agreement:
 //   Sm90BwdShape    tiles (BK keys per block, 64 per consumer warpgroup; BQ query rows per step),
 //                   byte sizes and offsets, register budgets, how dQ is split between the consumers;
-//   Sm90BwdSmem     addresses of K, V, the Q / dO ring, the dS^T buffers, the dQ staging boxes and
-//                   the row statistics;
-//   Sm90BwdBarriers the mbarriers (K/V landed, Q/dO slot landed / free);
-//   QueryWalk       the (query head, query tile) steps of one key tile, in the order both roles take.
+//   Sm90BwdSmem     addresses of K, V, the Q / dO ring with each slot's row statistics and step
+//                   word, the dS^T buffers, the dQ staging boxes with their step words, and the
+//                   block's record (walk.cuh: its sequence and the extent of its walk);
+//   Sm90BwdBarriers the mbarriers (K/V landed, Q/dO slot landed / free).
 // Glossary (as in the forward): BK = block_k keys, BQ = block_q query rows, D = head_dim, `consumers`
 // warpgroups of 64 keys each, `stages` Q/dO slots.
 #include <cstdint>
 
 #include "arch/sm90_ptx.cuh"
-#include "kfa/detail/tile_rules.hpp"
-#include "sm80/backward/params.cuh"
 #include "sm90/backward/launch.hpp"
 
 namespace kfa::cuda::hopper {
@@ -50,9 +47,20 @@ struct Sm90BwdShape {
   // 128-byte swizzle) and added to global memory by TMA reductions.
   static constexpr int dq_box_bytes = block_q * 128, dq_boxes = dq_cols / 32;
   static constexpr int dq_offset = ds_offset + 2 * ds_bytes;
-  static constexpr int stats_offset = dq_offset + consumers * dq_boxes * dq_box_bytes;  // [consumer][buffer][lse | D][BQ] floats
-  static constexpr int bar_offset = stats_offset + consumers * 2 * 2 * block_q * 4;
-  static constexpr int n_bars = 1 + 2 * stages;
+  // Per ring slot: the step's row statistics, [lse (log2 units) | D][BQ] floats, written by the
+  // statistics warp (producer.cuh) once the producer has published the slot's step word.
+  static constexpr int stats_offset = dq_offset + consumers * dq_boxes * dq_box_bytes;
+  static constexpr int stats_bytes = 2 * block_q * 4;
+  // Step words (Sm90BwdStep): one per ring slot (walker -> the other roles) and two per consumer's dQ
+  // staging boxes (consumer -> dQ writer; steps alternate), then the block's record (Sm90BwdBlock,
+  // 64 bytes).
+  static constexpr int words_offset = stats_offset + stages * stats_bytes;
+  static constexpr int block_offset = words_offset + 8 * (stages + 2 * consumers);
+  // The Featured consumers' per-thread feature words of the current step (block bits, dropout keep
+  // flags): made early, kept here rather than in registers across the step's products.
+  static constexpr int feat_offset = block_offset + 64;
+  static constexpr int bar_offset = feat_offset + consumers * 128 * 8;
+  static constexpr int n_bars = 1 + 3 * stages;
   static constexpr int smem_bytes = bar_offset + n_bars * 8 + 1024;  // + alignment slack
   static constexpr int producer_regs = 24, consumer_regs = 240;
   // setmaxnreg moves registers within the block's launch allocation (threads x the launch bound's
@@ -66,8 +74,10 @@ struct Sm90BwdShape {
   static constexpr int bar_dq_full = 2 + consumers, bar_dq_empty = 2 + 2 * consumers, dq_sync_threads = 128 + 32;
 };
 
-/// Barriers of the block: K and V landed (once), Q and dO of a ring slot landed, slot free again
-/// (one arrival per consumer warp once its products that read the slot are complete).
+/// Barriers of the block: K and V landed (once); a ring slot's step word written (by the walker, for
+/// the producer and the statistics warp); Q and dO of the slot landed with its row statistics (the
+/// producer's arrival with the TMA bytes, one per lane of the statistics warp); slot free again (one
+/// arrival per consumer warp once its products that read it are done).
 template <int D>
 struct Sm90BwdBarriers {
   using F = Sm90BwdShape<D>;
@@ -75,13 +85,31 @@ struct Sm90BwdBarriers {
   __device__ std::uint32_t kv_full() const { return base; }
   __device__ std::uint32_t q_full(int s) const { return base + 8 * (1 + s); }
   __device__ std::uint32_t q_free(int s) const { return base + 8 * (1 + F::stages + s); }
+  __device__ std::uint32_t word_full(int s) const { return base + 8 * (1 + 2 * F::stages + s); }
   __device__ void init() const {
     mbar_init(kv_full(), 1);
     for (int s = 0; s < F::stages; ++s) {
-      mbar_init(q_full(s), 1);
+      mbar_init(q_full(s), 1 + 32);
       mbar_init(q_free(s), 4 * F::consumers);
+      mbar_init(word_full(s), 1);
     }
     fence_barrier_init();
+  }
+};
+
+/// One step of a block's walk as the roles pass it on: query head h, first row m0 (in the sequence) of
+/// its query tile, whether the tile covers a partial mask block, and whether it is the walk's last.
+struct Sm90BwdStep {
+  int h, m0;
+  bool partial, last;
+  __device__ void put(std::uint32_t addr) const {
+    const std::uint32_t w = std::uint32_t(m0) | (partial ? 1u << 30 : 0u) | (last ? 1u << 31 : 0u);
+    asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(addr), "r"(h), "r"(w) : "memory");
+  }
+  __device__ static Sm90BwdStep get(std::uint32_t addr) {
+    std::uint32_t h, w;
+    asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(h), "=r"(w) : "r"(addr) : "memory");
+    return {int(h), int(w & ((1u << 30) - 1)), ((w >> 30) & 1u) != 0, (w >> 31) != 0};
   }
 };
 
@@ -99,51 +127,17 @@ struct Sm90BwdSmem {
   __device__ std::uint32_t ds(int buf) const { return base + F::ds_offset + buf * F::ds_bytes; }
   /// Consumer w's dQ staging boxes (dq_boxes of them, dq_box_bytes apart).
   __device__ std::uint32_t dq(int w) const { return base + F::dq_offset + w * F::dq_boxes * F::dq_box_bytes; }
-  /// lse (log2 units) and D of the BQ rows of a step, one copy per consumer, two buffers.
-  __device__ float* lse(int consumer, int buf) const {
-    return reinterpret_cast<float*>(ptr + F::stats_offset) + ((consumer * 2 + buf) * 2) * F::block_q;
-  }
-  __device__ float* dsum(int consumer, int buf) const { return lse(consumer, buf) + F::block_q; }
+  /// lse (log2 units) and D of the BQ rows of the step in ring slot s.
+  __device__ float* lse(int s) const { return reinterpret_cast<float*>(ptr + F::stats_offset + s * F::stats_bytes); }
+  __device__ float* dsum(int s) const { return lse(s) + F::block_q; }
+  __device__ std::uint32_t lse_addr(int s) const { return base + F::stats_offset + s * F::stats_bytes; }
+  /// The step word of ring slot s, and of consumer w's dQ staging boxes in step buffer buf (0, 1).
+  __device__ std::uint32_t slot_step(int s) const { return base + F::words_offset + 8 * s; }
+  __device__ std::uint32_t dq_step(int w, int buf) const { return base + F::words_offset + 8 * (F::stages + 2 * w + buf); }
+  __device__ void* block() const { return ptr + F::block_offset; }
+  /// Thread `tid` of consumer w: its (block bits, dropout keep) words.
+  __device__ std::uint32_t feature_words(int w, int tid) const { return base + F::feat_offset + (w * 128 + tid) * 8; }
   __device__ Sm90BwdBarriers<D> barriers() const { return {base + F::bar_offset}; }
-};
-
-/// The steps of one key tile [n0, n0 + BK) of kv head hk: every query tile that sees a key of it, of
-/// every query head sharing hk (GQA sums dK and dV in the block, no reduction pass), tiles fastest.
-/// Producer and consumers build it the same way and advance it once per step.
-struct QueryWalk {
-  std::int64_t steps = 0;          // (query head, query tile) pairs
-  std::int64_t m_first = 0, m_last = 0;
-  std::int64_t h = 0, m0 = 0;      // the current step: query head, first row of its tile
-  __host__ __device__ QueryWalk(const kfa::detail::Shape& s, const kfa::detail::ScoreSpec& sc, std::int64_t hk,
-                                std::int64_t n0, std::int64_t block_k, std::int64_t block_q) {
-    const std::int64_t n_end = n0 + block_k < s.seqlen_k ? n0 + block_k : s.seqlen_k;
-    const kfa::detail::VisibleRange rows = kfa::detail::visible_queries(n0, n_end, s, sc);
-    const std::int64_t group = s.heads / s.heads_kv;
-    const std::int64_t tile0 = rows.begin / block_q;
-    const std::int64_t ntiles = rows.begin < rows.end ? (rows.end + block_q - 1) / block_q - tile0 : 0;
-    steps = group * ntiles;
-    m_first = tile0 * block_q;
-    m_last = (tile0 + ntiles - 1) * block_q;
-    h = hk * group;
-    m0 = m_first;
-  }
-  __host__ __device__ std::int64_t next_h() const { return m0 == m_last ? h + 1 : h; }
-  __host__ __device__ std::int64_t next_m0(std::int64_t block_q) const { return m0 == m_last ? m_first : m0 + block_q; }
-  __host__ __device__ void advance(std::int64_t block_q) {
-    const std::int64_t nh = next_h();
-    m0 = next_m0(block_q);
-    h = nh;
-  }
-  /// The same steps as 32-bit nested loops (positions < 2^30), for the warps of the producer
-  /// warpgroup, which have 32 registers: f(h, m0, last) per step, in the walk's order.
-  template <class Fn>
-  __device__ __forceinline__ void for_each_step(std::int64_t group, std::int64_t block_q, Fn&& f) const {
-    if (steps == 0) return;
-    const int h_end = static_cast<int>(h + group), first = static_cast<int>(m_first), last = static_cast<int>(m_last);
-    const int bq = static_cast<int>(block_q);
-    for (int hh = static_cast<int>(h); hh < h_end; ++hh)
-      for (int r = first; r <= last; r += bq) f(hh, r, hh + 1 == h_end && r == last);
-  }
 };
 
 }  // namespace kfa::cuda::hopper
