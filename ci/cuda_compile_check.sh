@@ -8,6 +8,7 @@
 # the host-compiled one of ci/host_catch2.sh (or one installed under KFA_PREFIX_PATH); an installed
 # Kokkos never is used (it must have CUDA).
 #   ci/cuda_compile_check.sh            env: KFA_DEPS_DIR, CUDA_HOME (default /usr/local/cuda), JOBS (2)
+# The Hopper kernels' spill check reads ptxas's report from the build log (KFA_CUDA_VERBOSE_PTXAS).
 # Measured on the 2-core build machine while other builds shared it (load 6-9), with the backward
 # kernels and their tests included: 12.2 min wall / 7.7 min CPU with an installed Catch2, 19.6 min wall /
 # 12.6 min CPU when Catch2 is built too (through nvcc_wrapper).
@@ -32,9 +33,10 @@ cmake -S "$root" -B "$work/build" -G Ninja \
   -DCMAKE_CXX_COMPILER="$work/kokkos-5.0.2/bin/nvcc_wrapper" \
   -DKFA_DEPS_DIR="$deps" -DKFA_KOKKOS_DEVICE=CUDA -DKFA_KOKKOS_ARCH=HOPPER90 \
   -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TOOLS=ON -DKFA_ARCH_NATIVE=OFF -DCMAKE_PREFIX_PATH="${KFA_PREFIX_PATH:-$catch2;/opt/kfa-deps}" \
-  -DCMAKE_DISABLE_FIND_PACKAGE_Kokkos=ON > "$work/configure.log"
+  -DKFA_CUDA_VERBOSE_PTXAS=ON -DCMAKE_DISABLE_FIND_PACKAGE_Kokkos=ON > "$work/configure.log"
+# ptxas reports every kernel's registers and spills into the build log (checked below, no second compile).
 ninja -C "$work/build" -j"$jobs" kfa kfa_cuda kfa-tests-cuda kfa-gpu-probe kfa-gpu-bench kfa-feature-bench \
-  kfa-cuda-fwd-check kfa-cuda-bwd-check
+  kfa-cuda-fwd-check kfa-cuda-bwd-check > "$work/ninja.log" 2>&1 || { grep -B2 -A20 "error" "$work/ninja.log" | head -80; exit 1; }
 gen="$work/build/backends/cuda/generated"  # the translation units generated from the instance table
 inc=(-I"$root/include" -I"$root/backends/cuda/include" -I"$root/backends/cuda/src" -I"$root/backends" -I"$gen")
 
@@ -75,12 +77,15 @@ if [ -f "$sm90_tu" ]; then
     echo "cuda_compile_check: sm_90a backward PTX has $n x $insn"
     [ "$n" -gt 0 ]
   done
-  for tu in "$gen"/forward_sm90_d*_bf16.cu "$gen"/backward_sm90_d*_bf16.cu; do
-    report=$(nvcc -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Xptxas=-v -c "${inc[@]}" \
-      "$tu" -o /dev/null 2>&1 | grep -E "spill|registers")
-    echo "cuda_compile_check: $(basename "$tu"): $(echo "$report" | tr -s ' \n' ' ')"
-    if echo "$report" | grep -Eq "[1-9][0-9]* bytes spill"; then echo "cuda_compile_check: spills"; exit 1; fi
-  done
+  # No Hopper kernel spills, except the Featured backward (every feature in one kernel), which may
+  # spill at most 8 bytes (one register at head_dim 128; docs/performance-cuda-backward.md).
+  awk '/Compiling entry function .* for .sm_90a./ { name = $0; sub(/.*function ./, "", name); sub(/. for .*/, "", name); next }
+       name != "" && /bytes spill stores/ {
+         stores = $5; loads = $9; limit = (name ~ /backward_sm90_kernel/ && name ~ /Lb1EE/) ? 8 : 0; n++
+         if (stores > limit || loads > 8 * limit) { print "cuda_compile_check: spills: " name ": " $0; bad = 1 }
+         else if (stores > 0) print "cuda_compile_check: within its limit: " name ": " stores " bytes spill stores"
+         name = "" }
+       END { print "cuda_compile_check: " n " sm_90a kernels checked for spills"; if (n == 0 || bad) exit 1 }' "$work/ninja.log"
 else
   echo "cuda_compile_check: no sm_90 architecture in this build: Hopper forward not built"
 fi
