@@ -22,6 +22,20 @@
 
 namespace kfa::cuda::hopper {
 
+/// The steps as the producer and the statistics warp take them: f(slot, step) per ring slot, in the
+/// ring's order, once the walker has written the slot's step word (the slot is then free).
+template <int D, class Fn>
+__device__ __forceinline__ void for_each_slot_step(const Sm90BwdSmem<D>& smem, const Sm90BwdBarriers<D>& bar, Fn&& f) {
+  Sm90PipelineState<Sm90BwdShape<D>::stages> ring;
+#pragma unroll 1
+  for (bool last = false; !last; ring.advance()) {
+    mbar_wait(bar.word_full(ring.index), ring.phase);
+    const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(ring.index));
+    last = step.last;
+    f(ring.index, step);
+  }
+}
+
 /// The walk, one thread: per step, once the ring slot is free again, the slot's step word.
 template <int D, bool Featured>
 struct Sm90BwdWalker {
@@ -67,19 +81,13 @@ struct Sm90BwdProducer {
     mbar_expect_tx(bar.kv_full(), 2 * F::kv_bytes);
     for (int c = 0; c < CB; ++c) tma_load_4d(smem.k() + c * BK * 128, k_map, bar.kv_full(), c * 64, key_row, hk, kb);
     for (int c = 0; c < CB; ++c) tma_load_4d(smem.v() + c * BK * 128, v_map, bar.kv_full(), c * 64, key_row, hk, kb);
-    Sm90PipelineState<F::stages> ring;
-#pragma unroll 1
-    for (bool last = false; !last; ring.advance()) {
-      const int s = ring.index;
-      mbar_wait(bar.word_full(s), ring.phase);  // the slot is free and its step known
-      const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(s));
-      last = step.last;
+    for_each_slot_step(smem, bar, [&](int s, const Sm90BwdStep& step) {
       const int row = blk.q_begin + step.m0;
       mbar_expect_tx(bar.q_full(s), 2 * F::q_bytes);
       for (int c = 0; c < CB; ++c) tma_load_4d(smem.q(s) + c * BQ * 128, q_map, bar.q_full(s), c * 64, row, step.h, qb);
       for (int c = 0; c < CB; ++c)
         tma_load_4d(smem.dout(s) + c * BQ * 128, do_map, bar.q_full(s), c * 64, row, step.h, qb);
-    }
+    });
   }
 };
 
@@ -91,13 +99,7 @@ struct Sm90BwdStats {
   __device__ __forceinline__ static void run(const bwd::KernelParams& p, int b, const Sm90BwdSmem<D>& smem,
                                              const Sm90BwdBarriers<D>& bar, const Sm90BwdBlock& blk, int lane) {
     if (!blk.any()) return;
-    Sm90PipelineState<F::stages> ring;
-#pragma unroll 1
-    for (bool last = false; !last; ring.advance()) {
-      const int s = ring.index;
-      mbar_wait(bar.word_full(s), ring.phase);  // the slot is free and its step known
-      const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(s));
-      last = step.last;
+    for_each_slot_step(smem, bar, [&](int s, const Sm90BwdStep& step) {
       // rows m0 + lane and m0 + lane + 32 of (b, h)
       const float* lse_bh = static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + step.h * p.lse.stride_h +
                             std::int64_t(blk.q_begin) * p.lse.stride_s;
@@ -109,7 +111,7 @@ struct Sm90BwdStats {
         smem.dsum(s)[r] = st.dsum;
       }
       mbar_arrive(bar.q_full(s));  // this lane's statistics are in
-    }
+    });
   }
 };
 
