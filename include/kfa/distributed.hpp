@@ -14,12 +14,20 @@
 // holds chunks r and 2P - 1 - r (n_r even and equal on every rank). Under causal attention a (query
 // chunk, key chunk) pair is full below the diagonal, causal on it and skipped above it.
 //
-// Packed sequences (ring_attention_forward_varlen / _backward_varlen): the ring holds one token stream,
-// the concatenation of the sequences of cu_seqlens, in the contiguous layout; q, k, v, o are packed
-// [n_r, heads(_kv), head_dim] as kfa::forward_varlen takes them, and attention stays within each
-// sequence. Each (query slice, key slice) pair is one kfa::forward_varlen call over the sequences the
-// two slices share: under causal attention the earlier slice's keys are all visible, the own slice's
-// are causal, and later slices are skipped.
+// Packed sequences (ring_attention_forward_varlen / _backward_varlen): the ring holds the sequences of
+// cu_seqlens; q, k, v, o are packed [n_r, heads(_kv), head_dim] as kfa::forward_varlen takes them, and
+// attention stays within each sequence. Each (query rank, key rank) pair is one kfa::forward_varlen call
+// over per-sequence pieces of the two slices. `contiguous`: rank r holds a run of the token stream (the
+// concatenation of the sequences, any n_r), a pair covers the sequences the two runs share, and under
+// causal attention the earlier ranks' keys are all visible, the own run's causal and later ranks'
+// skipped, so rank r does r + 1 blocks of work. `zigzag`, for causal load balance: every sequence is
+// cut into 2P equal chunks (its length a multiple of 2P) and rank r holds, sequence by sequence, chunk
+// r then chunk 2P - 1 - r; under causal attention the own pair is causal within each sequence's two
+// chunks, a key rank s < r gives every query its first chunk only, and a key rank s > r is seen only by
+// the second query chunk, in full, so every rank does the same work. kfa::forward_varlen's pieces are
+// consecutive rows, so the rows a pair leaves out between its pieces (a key rank's second chunks, or
+// the first query chunks) become pieces with no queries or no keys: they cost no attention, their
+// rows get o = 0, lse = -inf (a no-op for the merge) and zero gradients.
 //
 // Supported: causal or not, softmax_scale, softcap, GQA/MQA, deterministic; every element type and
 // execution space kfa::forward takes, with MPI reading the execution space's memory (host spaces, or a
@@ -193,11 +201,12 @@ void add_into(const Exec& exec, const A& acc, const X& x) {
 template <class T, class Mem>
 using Flat = Kokkos::View<T*, Mem>;
 
-/// The packed ring: rank r holds tokens [start[r], start[r] + lengths[r]) of the stream of the
-/// sequences cu (host prefix sums, the same on every rank). Checked on every rank alike.
+/// The packed ring over the sequences cu (host prefix sums, the same on every rank): contiguous, rank r
+/// holds tokens [start[r], start[r] + lengths[r]) of their stream; zigzag, chunks r and 2P - 1 - r of
+/// every sequence (cu.back() / P tokens on every rank). Checked on every rank alike.
 template <class Q, class K>
 Ring make_packed_ring(MPI_Comm comm, const Q& q, const K& k, const std::vector<std::int32_t>& cu, const Params& p,
-                      std::vector<std::int64_t>& start) {
+                      RingLayout layout, std::vector<std::int64_t>& start) {
   static_assert(Q::rank() == 3 && K::rank() == 3, "kfa ring attention (packed): q, k, v are [n_r, heads, head_dim]");
   Ring ring;
   mpi_check(MPI_Comm_rank(comm, &ring.rank), "MPI_Comm_rank");
@@ -214,6 +223,15 @@ Ring make_packed_ring(MPI_Comm comm, const Q& q, const K& k, const std::vector<s
     throw Error("kfa ring attention (packed): cu_seqlens must start at 0");
   for (std::size_t i = 1; i < cu.size(); ++i)
     if (cu[i] < cu[i - 1]) throw Error("kfa ring attention (packed): cu_seqlens must be non-decreasing");
+  ring.layout = layout;
+  const std::int64_t parts = 2 * std::int64_t(ring.size);
+  for (std::size_t i = 0; layout == RingLayout::zigzag && i + 1 < cu.size(); ++i) {
+    const std::int64_t len = std::int64_t(cu[i + 1]) - cu[i];
+    if (len % parts != 0)
+      throw Error("kfa ring attention (packed, zigzag): sequence " + std::to_string(i) + " has length " +
+                  std::to_string(len) + ", not a multiple of 2P = " + std::to_string(parts) +
+                  " (every sequence is cut into 2P equal chunks)");
+  }
   std::int64_t total = 0;
   for (int r = 0; r < ring.size; ++r) {
     const std::int64_t* x = &all[5 * std::size_t(r)];
@@ -229,41 +247,73 @@ Ring make_packed_ring(MPI_Comm comm, const Q& q, const K& k, const std::vector<s
   if (total != cu.back())
     throw Error("kfa ring attention (packed): the ranks hold " + std::to_string(total) +
                 " tokens but cu_seqlens ends at " + std::to_string(cu.back()));
+  for (int r = 0; layout == RingLayout::zigzag && r < ring.size; ++r)
+    if (ring.lengths[r] != total / ring.size)
+      throw Error("kfa ring attention (packed, zigzag): rank " + std::to_string(r) + " holds " +
+                  std::to_string(ring.lengths[r]) + " tokens, but two chunks of every sequence make " +
+                  std::to_string(total / ring.size) + " (cu_seqlens.back() / P)");
   ring.batch = 1, ring.heads = all[1], ring.heads_kv = all[2], ring.head_dim = all[3];
   return ring;
 }
 
-/// One packed pair call: the sequences a query slice [qa, qb) and a key slice [ka, kb) of the stream
-/// share, as rows of each slice (local offsets) and the pieces' prefix sums.
+/// One packed pair call: consecutive rows of the query slice and of the key slice (local offsets), cut
+/// into pieces (one per sequence, or rows the call leaves out: a piece with no queries or no keys) by
+/// the pieces' prefix sums.
 struct PackedPair {
-  Chunk q, k;                                // rows of the query slice / key slice the call covers
+  Chunk q{0, 0, 0}, k{0, 0, 0};              // rows of the query slice / key slice the call covers
   std::vector<std::int32_t> cu_q, cu_k;      // prefix sums of the pieces, from 0
   std::int64_t max_q = 0, max_k = 0;
   bool empty() const { return cu_q.size() < 2; }
+  /// Appends a piece of nq query rows and nk key rows, after the previous pieces' rows.
+  void add(std::int64_t nq, std::int64_t nk) {
+    if (cu_q.empty()) cu_q.push_back(0), cu_k.push_back(0);
+    cu_q.push_back(static_cast<std::int32_t>(cu_q.back() + nq));
+    cu_k.push_back(static_cast<std::int32_t>(cu_k.back() + nk));
+    max_q = std::max(max_q, nq), max_k = std::max(max_k, nk);
+    q.length += nq, k.length += nk;
+  }
 };
 
+/// Contiguous layout: the sequences a query slice [qa, qb) and a key slice [ka, kb) of the stream share.
 inline PackedPair packed_pair(const std::vector<std::int32_t>& cu, std::int64_t qa, std::int64_t qb, std::int64_t ka,
                               std::int64_t kb) {
   PackedPair pp;
-  std::int64_t q0 = -1, k0 = -1, q1 = 0, k1 = 0;
   for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
     const std::int64_t s0 = cu[i], s1 = cu[i + 1];
     const std::int64_t a = std::max(s0, qa), b = std::min(s1, qb), c = std::max(s0, ka), d = std::min(s1, kb);
     if (a >= b || c >= d) continue;  // the sequence is not in both slices
-    if (q0 < 0) {
-      q0 = a, k0 = c;
-      pp.cu_q.push_back(0);
-      pp.cu_k.push_back(0);
-    }
-    q1 = b, k1 = d;
-    pp.cu_q.push_back(static_cast<std::int32_t>(b - q0));
-    pp.cu_k.push_back(static_cast<std::int32_t>(d - k0));
-    pp.max_q = std::max(pp.max_q, b - a);
-    pp.max_k = std::max(pp.max_k, d - c);
+    if (pp.empty()) pp.q.offset = a - qa, pp.k.offset = c - ka;
+    pp.add(b - a, d - c);
   }
-  if (q0 >= 0) {
-    pp.q = Chunk{0, q0 - qa, q1 - q0};
-    pp.k = Chunk{0, k0 - ka, k1 - k0};
+  return pp;
+}
+
+/// Zigzag layout: query rank r with key rank s. Each rank's slice is, sequence by sequence, its first
+/// chunk (global chunk r, c rows) then its second (chunk 2P - 1 - r), so a sequence's rows start at the
+/// same local offset on every rank. Without causal, or for s == r, all rows against all rows (causal
+/// for s == r: the local order is the global one); s < r: every query against the first key chunk only
+/// (chunk s is earlier than both query chunks, chunk 2P - 1 - s later than both), the second key chunks
+/// between them pieces without queries; s > r: the second query chunk only, against both key chunks
+/// (both earlier than it and later than the first query chunk), the first query chunks between them
+/// pieces without keys.
+inline PackedPair zigzag_pair(const std::vector<std::int32_t>& cu, int P, int r, int s, bool causal) {
+  PackedPair pp;
+  std::int64_t prev = 0;  // the chunk length of the previous non-empty sequence
+  for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
+    const std::int64_t c = (std::int64_t(cu[i + 1]) - cu[i]) / (2 * std::int64_t(P));
+    if (c == 0) continue;  // an empty sequence has no rows
+    const bool first = pp.empty();
+    if (!causal || s == r) {
+      pp.add(2 * c, 2 * c);
+    } else if (s < r) {
+      if (!first) pp.add(0, prev);  // the previous sequence's second key chunk
+      pp.add(2 * c, c);
+    } else {
+      if (first) pp.q.offset = c;  // the first query chunk
+      else pp.add(c, 0);
+      pp.add(c, 2 * c);
+    }
+    prev = c;
   }
   return pp;
 }
@@ -288,8 +338,9 @@ struct PackedCall {
   Kokkos::View<std::int32_t*, Mem> cu_q, cu_k;
 };
 
-/// This rank's packed call with each block src (causal: the own slice causal, earlier slices full,
-/// later ones skipped; off where the slices share no sequence).
+/// This rank's packed call with each block src, by the ring's layout (contiguous under causal: the own
+/// slice causal, earlier slices full, later ones skipped; zigzag: zigzag_pair; off where the slices
+/// share no sequence).
 template <class Mem, class Exec>
 std::vector<PackedCall<Mem>> packed_calls(const Exec& exec, const Ring& ring, const std::vector<std::int64_t>& start,
                                           const std::vector<std::int32_t>& cu, const Params& params) {
@@ -302,9 +353,13 @@ std::vector<PackedCall<Mem>> packed_calls(const Exec& exec, const Ring& ring, co
     return d;
   };
   for (int src = 0; src < ring.size; ++src) {
-    if (params.causal && src > r) continue;
     PackedCall<Mem>& c = calls[src];
-    c.pair = packed_pair(cu, start[r], start[r] + ring.lengths[r], start[src], start[src] + ring.lengths[src]);
+    if (ring.layout == RingLayout::zigzag) {
+      c.pair = zigzag_pair(cu, ring.size, r, src, params.causal);
+    } else {
+      if (params.causal && src > r) continue;
+      c.pair = packed_pair(cu, start[r], start[r] + ring.lengths[r], start[src], start[src] + ring.lengths[src]);
+    }
     if (c.pair.empty()) continue;
     c.on = true;
     c.params = params;
@@ -467,18 +522,22 @@ void ring_attention_backward(MPI_Comm comm, const Exec& exec, const DO& dout, co
 }
 
 /// Packed sequences: o [n_r, heads, head_dim], lse [heads, n_r] (written) = attention of this rank's
-/// tokens over the ring's keys of their own sequence. q, k, v [n_r, heads(_kv), head_dim]: this rank's
-/// slice of the token stream, rank by rank in order; cu_seqlens (host, batch + 1 prefix sums from 0, the
-/// same on every rank) cuts the stream into sequences, which may span ranks. Collective over comm.
+/// tokens over the ring's keys of their own sequence. cu_seqlens (host, batch + 1 prefix sums from 0 of
+/// the global sequence lengths, the same on every rank) cuts the token stream into sequences. q, k, v
+/// [n_r, heads(_kv), head_dim]: this rank's tokens by opt.layout: contiguous, its run of the stream,
+/// rank by rank in order (sequences may span ranks); zigzag, chunks r and 2P - 1 - r of each sequence,
+/// sequence by sequence (every length a multiple of 2P, n_r = cu_seqlens.back() / P). o and lse follow
+/// q's rows. Collective over comm.
 template <class Exec, class Q, class K, class V, class O, class L>
 void ring_attention_forward_varlen(MPI_Comm comm, const Exec& exec, const Q& q, const K& k, const V& v, const O& o,
-                                   const L& lse, const std::vector<std::int32_t>& cu_seqlens, const Params& params) {
+                                   const L& lse, const std::vector<std::int32_t>& cu_seqlens, const Params& params,
+                                   const RingOptions& opt = {}) {
   using namespace detail;
   using T = typename O::non_const_value_type;
   using LT = typename L::non_const_value_type;
   using Mem = typename Exec::memory_space;
   std::vector<std::int64_t> start;
-  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, start);
+  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, opt.layout, start);
   const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
   // the running output [1, n, heads, d] / lse [1, heads, n] (merge_attention_states' ranks), and a block's
   Kokkos::View<T****, Mem> o_acc("kfa ring o", 1, n, ring.heads, ring.head_dim);
@@ -504,16 +563,17 @@ void ring_attention_forward_varlen(MPI_Comm comm, const Exec& exec, const Q& q, 
 }
 
 /// Packed sequences: dq, dk, dv (written) of ring_attention_forward_varlen, from dout and its q, k, v,
-/// o, lse (this rank's packed slices, as it took and gave them). Collective over comm.
+/// o, lse (this rank's packed slices, as it took and gave them, with the same layout). Collective over comm.
 template <class Exec, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV>
 void ring_attention_backward_varlen(MPI_Comm comm, const Exec& exec, const DO& dout, const Q& q, const K& k,
                                     const V& v, const O& o, const L& lse, const DQ& dq, const DK& dk, const DV& dv,
-                                    const std::vector<std::int32_t>& cu_seqlens, const Params& params) {
+                                    const std::vector<std::int32_t>& cu_seqlens, const Params& params,
+                                    const RingOptions& opt = {}) {
   using namespace detail;
   using T = typename DQ::non_const_value_type;
   using Mem = typename Exec::memory_space;
   std::vector<std::int64_t> start;
-  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, start);
+  const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, opt.layout, start);
   const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
   // rank-4 [1, rows, heads, d] windows, as add_into takes them
   Kokkos::View<T****, Mem> dq_acc("kfa ring dq", 1, n, ring.heads, ring.head_dim);
