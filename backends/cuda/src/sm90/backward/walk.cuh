@@ -1,7 +1,7 @@
 #pragma once
 // Why this file: which (query head, query tile) steps one block of the Hopper backward takes, defined
 // once. Thread 0 makes the block's record (Sm90BwdBlock: its sequence, the range its walk spans and
-// the walk's first step) into shared memory before the roles start; the producer warp walks the
+// the walk's first step) into shared memory before the roles start; the walker thread walks the
 // steps (Sm90BwdWalk) and hands each to the consumers in its ring slot's step word, and the consumers
 // hand it to the dQ writer with their staging boxes, so every role takes the same steps without
 // walking itself. The answers are the feature policy's (kfa/detail/feature_policy.hpp): the query
