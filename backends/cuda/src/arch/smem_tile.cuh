@@ -88,6 +88,35 @@ __device__ __forceinline__ void load_tile_rows_async(std::uint32_t dst, RowPtr&&
   }
 }
 
+/// The rows each thread copies in load_tile_runs_async: a run of consecutive rows (0 where the
+/// block's threads do not split into whole chunk columns).
+template <int D, int Rows, int Threads>
+constexpr int tile_run_rows() {
+  constexpr int chunks = SwizzledTile<D>::chunks;
+  return Threads % chunks == 0 && (Rows * chunks) % Threads == 0 ? Rows * chunks / Threads : 0;
+}
+
+/// The same copy for tiles made of runs of equally spaced rows (a paged KV cache whose pages are a
+/// multiple of the run but smaller than the tile): thread i copies chunk column i % chunks of rows
+/// [q * run, q * run + run), q = i / chunks, from `run_ptr(q * run)` bumped by `ld` per row, so one
+/// address (one page-table lookup) serves a run. `run_ptr` is called only for runs with a valid row.
+template <int D, int Rows, int Threads, class T, class RunPtr>
+__device__ __forceinline__ void load_tile_runs_async(std::uint32_t dst, RunPtr&& run_ptr, std::int64_t ld, int valid_rows,
+                                                     const T* any_valid) {
+  using Tile = SwizzledTile<D>;
+  constexpr int run = tile_run_rows<D, Rows, Threads>();
+  static_assert(run > 0, "whole chunk columns per thread");
+  const int q = static_cast<int>(threadIdx.x) / Tile::chunks, c = static_cast<int>(threadIdx.x) % Tile::chunks;
+  const int r0 = q * run;
+  const T* p = r0 < valid_rows ? static_cast<const T*>(run_ptr(r0)) + c * 8 : any_valid;
+#pragma unroll
+  for (int k = 0; k < run; ++k) {
+    const bool ok = r0 + k < valid_rows;
+    ptx::cp_async_16(dst + Tile::chunk_offset(r0 + k, c), ok ? p : any_valid, ok);
+    p += ld;
+  }
+}
+
 // ---- the same tile spelled by its column count COLS (a multiple of 64: no row padding)
 
 /// Byte address of chunk `chunk` of row `row` of the tile at `base`.

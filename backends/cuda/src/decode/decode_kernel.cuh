@@ -4,7 +4,8 @@
 //   rows      the query heads of the KV head times the query tokens, packed (row p = token p / group,
 //             head kv_head * group + p % group), so each K/V byte read serves every head of its group;
 //   producer  key tiles of the block's split stream through a ring of `stages` K+V slots by cp.async,
-//             each row's address from the feature policy (contiguous cache or page table);
+//             addressed through the feature policy (contiguous cache or page table: one lookup per
+//             tile, per run of rows within a page, or per row for odd page sizes);
 //   mainloop  every warp takes 16 keys of each tile against all rows: S = Q K^T with Q held in
 //             registers, the policy's modifiers and masks (window / causal aligned per sequence,
 //             softcap, ALiBi per packed row's head), a per-warp online softmax, O += P V;
@@ -83,19 +84,45 @@ __global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::block
   load_tile_rows_async<D, BM, F::threads>(q_s, q_row, tile.rows_valid, q_base);
   const T* k_base = static_cast<const T*>(a.k.data);
   const T* v_base = static_cast<const T*>(a.v.data);
-  // A tile's rows are equally spaced when the cache is contiguous or its pages hold whole tiles (page
-  // size a multiple of block_n): then one base address and the pointer-bumping loader; otherwise
-  // (small or odd pages) every row's address comes from the page table.
-  const bool whole_tiles = !a.kv.paged() || a.kv.page_size % BN == 0;
+  // How a K/V tile is addressed: with a contiguous cache or pages that hold whole tiles (page size a
+  // multiple of block_n) one base address and the pointer-bumping loader; with smaller pages that
+  // are a multiple of a thread's run of rows, one page-table lookup per run, read a tile ahead so
+  // its latency hides behind the current tile; otherwise (odd pages) every row through the table.
+  constexpr int run = tile_run_rows<D, BN, F::threads>();
+  enum : int { whole_tiles, page_runs, page_rows };
+  const int mode = !a.kv.paged() || a.kv.page_size % BN == 0 ? whole_tiles
+                   : run > 0 && a.kv.page_size % run == 0    ? page_runs
+                                                             : page_rows;
+  const int run0 = run > 0 ? static_cast<int>(threadIdx.x) / Tile::chunks * run : 0;
+  int run_page = 0, run_row = 0;  // page_runs: this thread's run in the next tile to load (32-bit)
+  auto fetch_run = [&](int it) {
+    const std::int64_t j = (t_begin + it) * BN + run0;
+    if (it < n_tiles && j < tile.shape.seqlen_k) {
+      const detail::KeyRow kr = detail::key_row(a.kv, tile.batch, j);
+      run_page = static_cast<int>(kr.block);
+      run_row = static_cast<int>(kr.row);
+    }
+  };
+  if (mode == page_runs) fetch_run(0);
   auto load_tile = [&](int it) {
     const std::int64_t col0 = (t_begin + it) * BN;
     const int valid = static_cast<int>(tile.shape.seqlen_k - col0 < BN ? tile.shape.seqlen_k - col0 : BN);
     const std::uint32_t slot = kv_s + (it % S) * slot_bytes;
-    if (whole_tiles) {
+    if (mode == whole_tiles) {
       const detail::KeyRow kr = detail::key_row(a.kv, tile.batch, col0);
       load_tile_async<D, BN, F::threads>(slot, k_base + detail::key_row_offset(a.k, kr, tile.head_kv), a.k.stride_s, valid);
       load_tile_async<D, BN, F::threads>(slot + F::tile_bytes, v_base + detail::key_row_offset(a.v, kr, tile.head_kv),
                                          a.v.stride_s, valid);
+    } else if (mode == page_runs) {
+      if constexpr (run > 0) {
+        const detail::KeyRow kr{run_page, run_row};
+        fetch_run(it + 1);
+        load_tile_runs_async<D, BN, F::threads>(
+            slot, [&](int) { return k_base + detail::key_row_offset(a.k, kr, tile.head_kv); }, a.k.stride_s, valid, k_base);
+        load_tile_runs_async<D, BN, F::threads>(
+            slot + F::tile_bytes, [&](int) { return v_base + detail::key_row_offset(a.v, kr, tile.head_kv); },
+            a.v.stride_s, valid, v_base);
+      }
     } else {
       load_tile_rows_async<D, BN, F::threads>(
           slot, [&](int r) { return k_base + detail::key_row_offset(a.k, a.kv, tile.batch, col0 + r, tile.head_kv); },
