@@ -102,17 +102,20 @@ struct Sm90BwdMainloop {
         const bwd::FeatureMod fm = bwd::feature_mod(p.score, step.h);
         // |query + shift - key| at element (i, hh, e) is |alibi0 + 8 i + e - 8 hh|
         const float alibi0 = static_cast<float>(step.m0 + 2 * t + shift - key_w - g);
-        // Softcap (tanh on the special-function unit) is a variant of its own; ALiBi and dropout cost a
-        // few operations per element when off (one variant per combination spilled registers).
+        // Three variants: softcap (tanh on the special-function unit, ALiBi and dropout as no-ops when
+        // off), ALiBi and/or dropout, and none (block masks and packed sequences only: the dense
+        // softmax). One variant per combination spilled registers.
         const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
         if (fm.softcap)
-          probabilities<true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
+          probabilities<true, true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
+        else if (fm.alibi || p.dropout.on)
+          probabilities<false, true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
         else
-          probabilities<false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
+          probabilities<false, false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, 0.0f, keep, 1.0f, t);
       } else {
         mk.allow = key_bits;
-        probabilities<false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, bwd::FeatureMod{}, 0.0f, keep,
-                             1.0f, t);
+        probabilities<false, false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, bwd::FeatureMod{}, 0.0f,
+                                    keep, 1.0f, t);
       }
       wgmma_fence();
       issue_rs(dv, frag_p, smem.dout(s));  // dV += P^T Z dO
@@ -190,11 +193,12 @@ struct Sm90BwdMainloop {
     std::uint32_t allow;  // bit 4 i + 2 hh + e: the key is before seqlen_k (and the block bits allow it)
   };
 
-  /// P^T = exp2(x * scale_log2 - lse) of the score x, masked elements 0; Featured: x modified as
-  /// kfa::detail::modify_score says (softcap when kCap, then ALiBi: slope 0 when off; dx/d dot = 1 -
-  /// tanh^2). acc becomes P^T dx/d dot, frag the packed P^T Z (Featured: Z the dropout keep flag times
-  /// ks; flags all set and ks 1 without dropout), pairs (e = 0, 1) as the A operand's layout.
-  template <bool kCap>
+  /// P^T = exp2(x * scale_log2 - lse) of the score x, masked elements 0; x modified as
+  /// kfa::detail::modify_score says (softcap when kCap, then, when kMods, ALiBi: slope 0 when off;
+  /// dx/d dot = 1 - tanh^2). acc becomes P^T dx/d dot, frag the packed P^T Z (kMods: Z the dropout
+  /// keep flag times ks, flags all set and ks 1 without dropout; else Z = 1), pairs (e = 0, 1) as the
+  /// A operand's layout.
+  template <bool kCap, bool kMods>
   __device__ __forceinline__ static void probabilities(float (&acc)[BQ / 2], std::uint32_t (&frag)[BQ / 16][4],
                                                        const float* lse, float scale_log2, const StepMask& mk,
                                                        int win_lo, int win_hi, const bwd::FeatureMod& fm,
@@ -215,13 +219,13 @@ struct Sm90BwdMainloop {
           const int el = 4 * i + 2 * hh + e;
           const float tc = acc[el];  // softcap: the tanh
           float x = kCap ? fm.softcap_out * tc : acc[el];
-          if constexpr (Featured) x = fmaf(fm.alibi_k, fabsf(alibi0 + static_cast<float>(8 * i + e - 8 * hh)), x);
+          if constexpr (kMods) x = fmaf(fm.alibi_k, fabsf(alibi0 + static_cast<float>(8 * i + e - 8 * hh)), x);
           float pv = ptx::exp2_approx(fmaf(x, scale_log2, -(e ? l.y : l.x)));
           if (mk.check) {
             const int diff = mk.diag + 8 * hh - (8 * i + 2 * t + e);
             if (diff < win_lo || diff > win_hi || !((mk.allow >> el) & 1u)) pv = 0.0f;
           }
-          z[e] = Featured ? ((keep >> el) & 1u ? pv * ks : 0.0f) : pv;
+          z[e] = kMods ? ((keep >> el) & 1u ? pv * ks : 0.0f) : pv;
           acc[el] = kCap ? pv * (1.0f - tc * tc) : pv;
         }
         frag[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(z[0], z[1]);
