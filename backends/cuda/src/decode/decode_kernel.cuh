@@ -86,15 +86,17 @@ __global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::block
   const T* v_base = static_cast<const T*>(a.v.data);
   // How a K/V tile is addressed: with a contiguous cache or pages that hold whole tiles (page size a
   // multiple of block_n) one base address and the pointer-bumping loader; with smaller pages that
-  // are a multiple of a thread's run of rows, one page-table lookup per run, read a tile ahead so
-  // its latency hides behind the current tile; otherwise (odd pages) every row through the table.
+  // are a multiple of a thread's run of rows, one page-table lookup per run; otherwise (odd pages)
+  // every row through the table. The lookups of the first two read a tile ahead, so that their
+  // latency hides behind the current tile (not at head_dim 256, whose registers are all taken).
   constexpr int run = tile_run_rows<D, BN, F::threads>();
   enum : int { whole_tiles, page_runs, page_rows };
   const int mode = !a.kv.paged() || a.kv.page_size % BN == 0 ? whole_tiles
                    : run > 0 && a.kv.page_size % run == 0    ? page_runs
                                                              : page_rows;
-  const int run0 = run > 0 ? static_cast<int>(threadIdx.x) / Tile::chunks * run : 0;
-  int run_page = 0, run_row = 0;  // page_runs: this thread's run in the next tile to load (32-bit)
+  const int run0 = run > 0 && mode == page_runs ? static_cast<int>(threadIdx.x) / Tile::chunks * run : 0;
+  const bool lookahead = D <= 128 && a.kv.paged() && mode != page_rows;
+  int run_page = 0, run_row = 0;  // lookahead: this thread's page and row in the next tile to load
   auto fetch_run = [&](int it) {
     const std::int64_t j = (t_begin + it) * BN + run0;
     if (it < n_tiles && j < tile.shape.seqlen_k) {
@@ -103,20 +105,22 @@ __global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::block
       run_row = static_cast<int>(kr.row);
     }
   };
-  if (mode == page_runs) fetch_run(0);
+  if (lookahead) fetch_run(0);
   auto load_tile = [&](int it) {
     const std::int64_t col0 = (t_begin + it) * BN;
     const int valid = static_cast<int>(tile.shape.seqlen_k - col0 < BN ? tile.shape.seqlen_k - col0 : BN);
     const std::uint32_t slot = kv_s + (it % S) * slot_bytes;
     if (mode == whole_tiles) {
-      const detail::KeyRow kr = detail::key_row(a.kv, tile.batch, col0);
+      const detail::KeyRow kr = lookahead ? detail::KeyRow{run_page, run_row} : detail::key_row(a.kv, tile.batch, col0);
+      if (lookahead) fetch_run(it + 1);
       load_tile_async<D, BN, F::threads>(slot, k_base + detail::key_row_offset(a.k, kr, tile.head_kv), a.k.stride_s, valid);
       load_tile_async<D, BN, F::threads>(slot + F::tile_bytes, v_base + detail::key_row_offset(a.v, kr, tile.head_kv),
                                          a.v.stride_s, valid);
     } else if (mode == page_runs) {
       if constexpr (run > 0) {
+        if (!lookahead) fetch_run(it);
         const detail::KeyRow kr{run_page, run_row};
-        fetch_run(it + 1);
+        if (lookahead) fetch_run(it + 1);
         load_tile_runs_async<D, BN, F::threads>(
             slot, [&](int) { return k_base + detail::key_row_offset(a.k, kr, tile.head_kv); }, a.k.stride_s, valid, k_base);
         load_tile_runs_async<D, BN, F::threads>(
