@@ -149,7 +149,13 @@ class _Attention(torch.autograd.Function):
         dq, dk, dv = (torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
         views = [_to_kfa(x, ctx.layout) for x in (dout, q, k, v, out)]
         grads = [_to_kfa(x, ctx.layout) for x in (dq, dk, dv)]
-        _kfa.backward(_context(q), *(_desc(x) for x in views), _desc(lse), *(_desc(x) for x in grads), ctx.params)
+        # The workspace from PyTorch's (caching, stream-ordered) allocator: kfa then allocates nothing and
+        # the call stays asynchronous on the stream.
+        c = _context(q)
+        nbytes = _kfa.backward_workspace_size(c, _desc(views[1]), _desc(views[2]), ctx.params)
+        ws = torch.empty(max(nbytes, 8), dtype=torch.uint8, device=q.device)
+        _kfa.backward_with_workspace(c, *(_desc(x) for x in views), _desc(lse), *(_desc(x) for x in grads), ctx.params,
+                                     ws.data_ptr(), ws.numel())
         return dq, dk, dv, None, None
 
 

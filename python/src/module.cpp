@@ -193,6 +193,26 @@ PYBIND11_MODULE(_kfa, m) {
       },
       nogil);
   m.def(
+      "backward_workspace_size",
+      [](const Context& c, const Desc& q, const Desc& k, Params& p) {
+        const kfa_tensor tq = tensor_of(q), tk = tensor_of(k);
+        std::size_t bytes = 0;
+        check(kfa_backward_workspace_size(c.get(), &tq, &tk, p.get(), &bytes));
+        return bytes;
+      });
+  m.def(
+      "backward_with_workspace",
+      [](const Context& c, const Desc& dout, const Desc& q, const Desc& k, const Desc& v, const Desc& out,
+         const Desc& lse, const Desc& dq, const Desc& dk, const Desc& dv, Params& p, std::uintptr_t workspace,
+         std::size_t workspace_bytes) {
+        const kfa_tensor tg = tensor_of(dout), tq = tensor_of(q), tk = tensor_of(k), tv = tensor_of(v),
+                         to = tensor_of(out), tl = tensor_of(lse), tdq = tensor_of(dq), tdk = tensor_of(dk),
+                         tdv = tensor_of(dv);
+        check(kfa_backward_with_workspace(c.get(), &tg, &tq, &tk, &tv, &to, &tl, &tdq, &tdk, &tdv, p.get(),
+                                          reinterpret_cast<void*>(workspace), workspace_bytes));
+      },
+      nogil);
+  m.def(
       "forward_varlen",
       [](const Context& c, const Desc& q, const Desc& k, const Desc& v, const Desc& o, const Desc& lse,
          const Desc& cu_q, const Desc& cu_k, std::int64_t max_q, std::int64_t max_k, Params& p) {

@@ -176,6 +176,32 @@ static void check_forward(kfa_context ctx, int dt, int causal) {
   const double eq = max_diff(dq.vals, gq, nq), ek = max_diff(dk.vals, gk, nk), ev = max_diff(dv.vals, gv, nk);
   EXPECT(eq <= gtol && ek <= gtol && ev <= gtol, "backward %s causal %d: errors dq %g dk %g dv %g (bound %g)",
          dt == KFA_DTYPE_F64 ? "f64" : "f32", causal, eq, ek, ev, gtol);
+
+  /* the same gradients through a caller-owned workspace (NaN-poisoned outputs); one byte short of the
+   * size it asks for is an error that writes nothing */
+  size_t wsb = 0;
+  st = kfa_backward_workspace_size(ctx, &tq, &tk, &p, &wsb);
+  EXPECT(st == KFA_SUCCESS && wsb > 0, "kfa_backward_workspace_size: %s (%zu bytes)", kfa_last_error(), wsb);
+  void* ws = malloc(wsb + 8);
+  Buf dq2 = buf_new(nq, dt, 0), dk2 = buf_new(nk, dt, 0), dv2 = buf_new(nk, dt, 0);
+  kfa_tensor tdq2 = tens(&dq2, 4, n.b, n.sq, n.h, n.d);
+  kfa_tensor tdk2 = tens(&dk2, 4, n.b, n.sk, n.hk, n.d), tdv2 = tens(&dv2, 4, n.b, n.sk, n.hk, n.d);
+  st = kfa_backward_with_workspace(ctx, &tdo, &tq, &tk, &tv, &to, &tl, &tdq2, &tdk2, &tdv2, &p, ws, wsb - 1);
+  kfa_context_fence(ctx);
+  buf_read(&dq2);
+  EXPECT(st == KFA_ERROR_INVALID_ARGUMENT && isnan(dq2.vals[0]) && isnan(dq2.vals[nq - 1]),
+         "a workspace too small: status %d, dq[0] %g", (int)st, dq2.vals[0]);
+  st = kfa_backward_with_workspace(ctx, &tdo, &tq, &tk, &tv, &to, &tl, &tdq2, &tdk2, &tdv2, &p, ws, wsb);
+  kfa_context_fence(ctx);
+  EXPECT(st == KFA_SUCCESS, "kfa_backward_with_workspace: %s", kfa_last_error());
+  buf_read(&dq2);
+  buf_read(&dk2);
+  buf_read(&dv2);
+  const double wq = max_diff(dq2.vals, gq, nq), wk = max_diff(dk2.vals, gk, nk), wv = max_diff(dv2.vals, gv, nk);
+  EXPECT(wq <= gtol && wk <= gtol && wv <= gtol, "backward with workspace %s causal %d: errors dq %g dk %g dv %g (bound %g)",
+         dt == KFA_DTYPE_F64 ? "f64" : "f32", causal, wq, wk, wv, gtol);
+  free(ws);
+  buf_free(&dq2); buf_free(&dk2); buf_free(&dv2);
   free(ro); free(rl); free(po); free(pl); free(gq); free(gk); free(gv);
   buf_free(&q); buf_free(&k); buf_free(&v); buf_free(&o); buf_free(&l);
   buf_free(&dout); buf_free(&dq); buf_free(&dk); buf_free(&dv);

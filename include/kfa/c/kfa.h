@@ -112,6 +112,19 @@ kfa_status kfa_backward(kfa_context ctx, const kfa_tensor* dout, const kfa_tenso
                         const kfa_tensor* v, const kfa_tensor* out, const kfa_tensor* lse, const kfa_tensor* dq,
                         const kfa_tensor* dk, const kfa_tensor* dv, const kfa_params* params);
 
+/* Bytes of workspace a kfa_backward_with_workspace call on these q, k and params needs (O(N d)). */
+kfa_status kfa_backward_workspace_size(kfa_context ctx, const kfa_tensor* q, const kfa_tensor* k,
+                                       const kfa_params* params, size_t* bytes);
+
+/* kfa_backward with a caller-owned workspace: at least kfa_backward_workspace_size bytes, 8-byte
+ * aligned, in the context's memory, not overlapping any tensor of the call. The call then allocates
+ * nothing and, on a GPU, is asynchronous on the context's stream (unless ALiBi slopes are copied in). */
+kfa_status kfa_backward_with_workspace(kfa_context ctx, const kfa_tensor* dout, const kfa_tensor* q,
+                                       const kfa_tensor* k, const kfa_tensor* v, const kfa_tensor* out,
+                                       const kfa_tensor* lse, const kfa_tensor* dq, const kfa_tensor* dk,
+                                       const kfa_tensor* dv, const kfa_params* params, void* workspace,
+                                       size_t workspace_bytes);
+
 /* Packed sequences: q, o [total_q, heads, head_dim], k, v [total_k, heads_kv, head_dim], lse [heads,
  * total_q], cu_seqlens_q / cu_seqlens_k int32 [batch + 1]. */
 kfa_status kfa_forward_varlen(kfa_context ctx, const kfa_tensor* q, const kfa_tensor* k, const kfa_tensor* v,
