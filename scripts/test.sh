@@ -8,7 +8,8 @@
 #   3. the same suites built with AddressSanitizer + UndefinedBehaviorSanitizer, less the randomized
 #      parameter sweeps (Catch2 tag [sweep]: the Release run has them) and the MPI tests,
 # Dependencies come from an installed Kokkos/Catch2, else ../shared/deps, else the upstream release.
-# Environment: KFA_BUILD_ROOT (default ./build), KFA_SKIP_SANITIZERS=1, KFA_CMAKE_ARGS (extra args).
+# Environment: KFA_BUILD_ROOT (default ./build), KFA_SKIP_SANITIZERS=1, KFA_CMAKE_ARGS (extra args),
+# KFA_TEST_SEED (the GPU suites' Catch2 seed), KFA_SANITIZE_THREADS (OpenMP threads of the sanitizer suites).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${KFA_BUILD_ROOT:-$root/build}
@@ -16,6 +17,7 @@ jobs=$(nproc)
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 extra=(${KFA_CMAKE_ARGS:-})
+user_omp=${OMP_NUM_THREADS:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 step() { printf '\n== %s ==\n' "$*"; }
 
@@ -42,10 +44,14 @@ fi
 if has_nvidia_gpu; then
   step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend, and its suites"
   cuda_arch_args  # sets arch
+  # With many cores each GPU suite runs as Catch2 shards of one seed, side by side (the GPU cases' fp64
+  # host references take most of the time), two OpenMP threads each.
+  shards=1
+  [ "$jobs" -ge 8 ] && shards=4
   cmake -S "$root" -B "$out/cuda" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DKFA_KOKKOS_DEVICE=CUDA \
-    -DKFA_ENABLE_CUDA=ON -DCMAKE_PREFIX_PATH="$catch2" "${arch[@]}" "${python_args[@]}" "${extra[@]}"
+    -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TEST_SHARDS=$shards -DCMAKE_PREFIX_PATH="$catch2" "${arch[@]}" "${python_args[@]}" "${extra[@]}"
   cmake --build "$out/cuda" --parallel "$jobs"
-  ctest --test-dir "$out/cuda" --output-on-failure
+  KFA_TEST_SEED=${KFA_TEST_SEED:-$RANDOM} ctest --test-dir "$out/cuda" --output-on-failure -j $(( jobs / 2 > 1 ? jobs / 2 : 1 ))
 fi
 
 step "Release build (kfa and Kokkos as shared libraries) and host test suites"
@@ -74,7 +80,11 @@ if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
     -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
     -DCMAKE_PREFIX_PATH="$out/install;$catch2" "${extra[@]}"
   cmake --build "$out/sanitize" --parallel "$jobs"
-  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure
+  # up to 8 OpenMP threads where the cores are there (2 on a 2-core machine), unless OMP_NUM_THREADS was given
+  san_threads=${KFA_SANITIZE_THREADS:-$(( jobs > 8 ? 8 : jobs > 2 ? jobs : 2 ))}
+  [ -n "${user_omp:-}" ] && san_threads=$OMP_NUM_THREADS
+  OMP_NUM_THREADS=$san_threads ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir "$out/sanitize" --output-on-failure
 fi
 
 step "All test suites passed"

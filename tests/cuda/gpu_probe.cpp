@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 int main(int argc, char* argv[]) {
   int devices = 0;
@@ -15,6 +18,12 @@ int main(int argc, char* argv[]) {
     return 77;
   }
   if (argc < 2) return 0;
+  // "@seed": one Catch2 seed for every shard of a suite (KFA_TEST_SEED, else the parent's process id:
+  // the shards of one ctest run share it, and every run draws fresh inputs).
+  const char* env = std::getenv("KFA_TEST_SEED");
+  static std::string seed = env != nullptr && *env != '\0' ? env : std::to_string(getppid());
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "@seed") == 0) argv[i] = seed.data();
   execv(argv[1], argv + 1);
   std::perror("kfa-gpu-probe: cannot run the suite");
   return 1;
