@@ -49,7 +49,7 @@ module kfa
 
   public :: kfa_tensor_contiguous, kfa_params_default_c, kfa_initialize, kfa_finalize, kfa_context_create, &
     kfa_context_destroy, kfa_context_fence, kfa_last_error_c, kfa_forward, kfa_backward, kfa_forward_varlen, &
-    kfa_backward_varlen, kfa_forward_kvcache
+    kfa_backward_varlen, kfa_forward_kvcache, kfa_backward_workspace_size, kfa_backward_with_workspace
   public :: kfa_tensor_of, kfa_params_default, kfa_last_error
 
   ! The C functions. A kfa_context is an opaque pointer: type(c_ptr). Arguments the C API accepts as
@@ -114,6 +114,29 @@ module kfa
       type(kfa_tensor), intent(in) :: dout, q, k, v, out, lse, dq, dk, dv
       type(kfa_params), intent(in), optional :: params
     end function kfa_backward
+
+    ! Bytes of the workspace kfa_backward_with_workspace needs for q, k and params (pass params, or
+    ! name `bytes=`).
+    integer(c_int32_t) function kfa_backward_workspace_size(ctx, q, k, params, bytes) &
+        bind(C, name="kfa_backward_workspace_size")
+      import :: c_int32_t, c_ptr, c_size_t, kfa_tensor, kfa_params
+      type(c_ptr), value :: ctx
+      type(kfa_tensor), intent(in) :: q, k
+      type(kfa_params), intent(in), optional :: params
+      integer(c_size_t), intent(out) :: bytes
+    end function kfa_backward_workspace_size
+
+    ! kfa_backward with a caller-owned workspace (c_loc of an 8-byte aligned array of at least
+    ! kfa_backward_workspace_size bytes): it allocates nothing.
+    integer(c_int32_t) function kfa_backward_with_workspace(ctx, dout, q, k, v, out, lse, dq, dk, dv, params, &
+        workspace, workspace_bytes) bind(C, name="kfa_backward_with_workspace")
+      import :: c_int32_t, c_ptr, c_size_t, kfa_tensor, kfa_params
+      type(c_ptr), value :: ctx
+      type(kfa_tensor), intent(in) :: dout, q, k, v, out, lse, dq, dk, dv
+      type(kfa_params), intent(in), optional :: params
+      type(c_ptr), value :: workspace
+      integer(c_size_t), value :: workspace_bytes
+    end function kfa_backward_with_workspace
 
     integer(c_int32_t) function kfa_forward_varlen(ctx, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, &
         max_seqlen_q, max_seqlen_k, params) bind(C, name="kfa_forward_varlen")
