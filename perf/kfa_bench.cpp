@@ -283,6 +283,12 @@ std::string ratio_str(double r) {
   return buf;
 }
 
+/// The standard attention's extra memory over kfa's, or "-" where kfa needs none (the GPU forward
+/// keeps everything on chip: the ratio has no finite value).
+std::string mem_ratio_str(const Row& r) {
+  return r.kfa.bytes == 0 ? std::string("-") : ratio_str(double(r.standard.bytes) / double(r.kfa.bytes));
+}
+
 void print_header() {
   std::printf("%-5s %6s %4s %6s | %9s %8s %10s %8s | %9s %8s %10s %8s | %7s %8s\n", "dtype", "seqlen", "d", "causal",
               "kfa ms", "TFLOP/s", "kfa mem", "err", "std ms", "TFLOP/s", "std mem", "err", "speedup", "mem x");
@@ -295,7 +301,7 @@ void print_row(const Row& r) {
   if (r.standard.ran) {
     std::printf("%9.2f %8.4f %10s %8.1e | %6.1fx %8s\n", r.standard.ms, r.standard.tflops,
                 human_bytes(r.standard.bytes).c_str(), r.standard.max_err, r.standard.ms / r.kfa.ms,
-                ratio_str(double(r.standard.bytes) / double(std::max<std::uint64_t>(r.kfa.bytes, 1))).c_str());
+                mem_ratio_str(r).c_str());
   } else {
     std::printf("%s\n", r.standard.note.c_str());
   }
@@ -337,7 +343,8 @@ void write_json(const std::string& path, const Options& opt, const std::vector<R
     json_result(os, r.standard);
     if (r.kfa.ran && r.standard.ran)
       os << ",\n     \"speedup\": " << r.standard.ms / r.kfa.ms
-         << ", \"memory_ratio\": " << double(r.standard.bytes) / double(std::max<std::uint64_t>(r.kfa.bytes, 1));
+         << ", \"memory_ratio\": "
+         << (r.kfa.bytes == 0 ? std::string("null") : std::to_string(double(r.standard.bytes) / double(r.kfa.bytes)));
     os << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
   }
   os << "  ]\n}\n";
@@ -352,7 +359,7 @@ void print_demo_summary(const std::vector<Row>& rows) {
     std::printf("  N=%-5lld %-10s %5.1fx faster, %8s instead of %9s (std / kfa %s), max error vs fp64 %.1e (standard %.1e)\n",
                 (long long)r.c.seqlen, r.c.causal ? "causal" : "non-causal", r.standard.ms / r.kfa.ms,
                 human_bytes(r.kfa.bytes).c_str(), human_bytes(r.standard.bytes).c_str(),
-                ratio_str(double(r.standard.bytes) / double(std::max<std::uint64_t>(r.kfa.bytes, 1))).c_str(), r.kfa.max_err,
+                r.kfa.bytes == 0 ? "kfa needs none" : mem_ratio_str(r).c_str(), r.kfa.max_err,
                 r.standard.max_err);
   }
 }
