@@ -11,16 +11,13 @@
 namespace kfa::cuda::decode {
 
 /// Tile shape per head_dim: block_n keys per ring slot (a K and a V tile), `stages` slots. About 96 KB
-/// of slots at head_dim 64 and 128 (two blocks per SM), 192 KB at 256 (one). The Deep ring (head_dim
-/// 64 and 128) doubles the slots for grids of at most one block per SM: one block then keeps as many
-/// bytes in flight as two (paged caches, whose scattered pages take longer to arrive, need them).
-template <int D, bool Deep = false>
+/// of slots at head_dim 64 and 128 (two blocks per SM), 192 KB at 256 (one).
+template <int D>
 struct DecodeShape {
-  static constexpr bool has_deep = D <= 128;  // at 256 the normal ring already fills shared memory
   static constexpr int warps = 4, threads = warps * 32;
   static constexpr int block_m = 16;               // packed query rows per block (one m16 fragment)
   static constexpr int block_n = 16 * warps;       // keys per slot: 16 per warp
-  static constexpr int stages = (D == 64 ? 6 : 3) * (Deep && has_deep ? 2 : 1);
+  static constexpr int stages = D == 64 ? 6 : 3;
   static constexpr int row_elems = (D + 63) / 64 * 64;  // SwizzledTile<D>::stride
   static constexpr int tile_bytes = block_n * row_elems * 2;
   static constexpr int q_bytes = block_m * row_elems * 2;

@@ -54,10 +54,10 @@ __device__ __forceinline__ DecodeTile decode_tile(const DecodeParams& p, int blo
   return t;
 }
 
-template <int D, class T, bool Deep>
-__global__ void __launch_bounds__(DecodeShape<D, Deep>::threads, DecodeShape<D, Deep>::blocks_per_sm)
+template <int D, class T>
+__global__ void __launch_bounds__(DecodeShape<D>::threads, DecodeShape<D>::blocks_per_sm)
     decode_kernel(const DecodeParams p) {
-  using F = DecodeShape<D, Deep>;
+  using F = DecodeShape<D>;
   using Tile = SwizzledTile<D>;
   constexpr int BM = F::block_m, BN = F::block_n, S = F::stages, W = F::warps, DT = D / 8;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -341,25 +341,17 @@ __global__ void __launch_bounds__(DecodeShape<D, Deep>::threads, DecodeShape<D, 
 
 namespace kfa::cuda::decode {
 
-/// Launches the decode kernel and, with more than one split, the combine (both on `stream`). The deep
-/// ring runs grids of at most one block per SM (`deep`: the launcher's choice).
+/// Launches the decode kernel and, with more than one split, the combine (both on `stream`).
 template <int D, class T>
-void launch_decode(const DecodeParams& p, bool deep, cudaStream_t stream) {
+void launch_decode(const DecodeParams& p, cudaStream_t stream) {
+  using F = DecodeShape<D>;
   const std::int64_t blocks = std::int64_t(p.splits) * p.row_tiles * p.a.shape.heads_kv * p.a.shape.batch;
-  auto launch = [&](auto kernel, int smem) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e == cudaSuccess) {
-      kernel<<<static_cast<unsigned>(blocks), DecodeShape<D>::threads, smem, stream>>>(p);
-      e = cudaGetLastError();
-    }
-    return e;
-  };
-  cudaError_t err;
-  if constexpr (DecodeShape<D>::has_deep)
-    err = deep ? launch(decode_kernel<D, T, true>, DecodeShape<D, true>::smem_bytes)
-               : launch(decode_kernel<D, T, false>, DecodeShape<D>::smem_bytes);
-  else
-    err = launch(decode_kernel<D, T, false>, DecodeShape<D>::smem_bytes);
+  auto kernel = decode_kernel<D, T>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, F::smem_bytes);
+  if (err == cudaSuccess) {
+    kernel<<<static_cast<unsigned>(blocks), F::threads, F::smem_bytes, stream>>>(p);
+    err = cudaGetLastError();
+  }
   if (err == cudaSuccess && p.splits > 1) {
     const std::int64_t rows = p.a.shape.batch * p.a.shape.heads_kv * p.packed_rows;
     combine_kernel<D, T><<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(p);
@@ -371,4 +363,4 @@ void launch_decode(const DecodeParams& p, bool deep, cudaStream_t stream) {
 }  // namespace kfa::cuda::decode
 
 #define KFA_CUDA_INSTANTIATE_DECODE(DIM, TYPE) \
-  template void kfa::cuda::decode::launch_decode<DIM, TYPE>(const kfa::cuda::decode::DecodeParams&, bool, cudaStream_t);
+  template void kfa::cuda::decode::launch_decode<DIM, TYPE>(const kfa::cuda::decode::DecodeParams&, cudaStream_t);

@@ -9,8 +9,7 @@
 // two that fit: on an H200 one streaming block per SM already reads at the copy bandwidth, and
 // fewer, longer splits pay the per-block start and the merge less often (docs/performance-decode.md:
 // batch 1 x 131072 read 3715 GB/s with 16 splits against 3394 with 33; 8 x 65536 4295 with 2 against
-// 4122 with 4). Such grids run the kernel's deep ring (twice the slots, one block per SM) where the
-// device has the shared memory for it.
+// 4122 with 4).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -18,8 +17,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -33,7 +30,7 @@
 namespace kfa::cuda {
 namespace decode {
 template <int D, class T>
-void launch_decode(const DecodeParams& p, bool deep, cudaStream_t stream);
+void launch_decode(const DecodeParams& p, cudaStream_t stream);
 }  // namespace decode
 
 namespace {
@@ -47,29 +44,6 @@ int decode_smem_bytes(std::int64_t d) {
 #undef KFA_CASE
     default: return 0;
   }
-}
-
-/// Shared memory of the decode kernel's deep ring for head_dim d (0 when it has none).
-int decode_deep_smem_bytes(std::int64_t d) {
-  switch (d) {
-#define KFA_CASE(D) \
-  case D: return decode::DecodeShape<D>::has_deep ? decode::DecodeShape<D, true>::smem_bytes : 0;
-    KFA_CUDA_DECODE_DIMS(KFA_CASE)
-#undef KFA_CASE
-    default: return 0;
-  }
-}
-
-/// The deep ring for grids of at most one block per SM, where the device has its shared memory
-/// (KFA_CUDA_DECODE_RING=deep or =normal forces the choice, for tests and benchmarks).
-bool use_deep_ring(std::int64_t head_dim, std::int64_t blocks) {
-  static const int forced = [] {  // 0 automatic, 1 normal, 2 deep
-    const char* e = std::getenv("KFA_CUDA_DECODE_RING");
-    return e == nullptr ? 0 : std::strcmp(e, "normal") == 0 ? 1 : std::strcmp(e, "deep") == 0 ? 2 : 0;
-  }();
-  const int smem = decode_deep_smem_bytes(head_dim);
-  if (forced == 1 || smem == 0 || smem > device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>()) return false;
-  return forced == 2 || blocks <= device_attribute<cudaDevAttrMultiProcessorCount>();
 }
 
 /// Splits of each sequence's keys for `tiles` blocks' worth of (sequence, KV head, row tile) work of
@@ -116,10 +90,10 @@ cudaMemPool_t workspace_pool() {
 }
 
 template <class T>
-void launch_for_dim(const decode::DecodeParams& p, bool deep, cudaStream_t stream) {
+void launch_for_dim(const decode::DecodeParams& p, cudaStream_t stream) {
   switch (p.a.shape.head_dim) {
-#define KFA_CASE(D)                                     \
-  case D: decode::launch_decode<D, T>(p, deep, stream); \
+#define KFA_CASE(D)                                  \
+  case D: decode::launch_decode<D, T>(p, stream); \
     break;
     KFA_CUDA_DECODE_DIMS(KFA_CASE)
 #undef KFA_CASE
@@ -165,11 +139,10 @@ void forward_kvcache(const detail::KvCacheArgs& k, cudaStream_t stream) {
     p.o_part = static_cast<float*>(ws);
     p.lse_part = p.o_part + rows * s.head_dim;
   }
-  const bool deep = use_deep_ring(s.head_dim, std::int64_t(p.splits) * tiles);
   if (p.a.dtype == detail::DType::bf16)
-    launch_for_dim<__nv_bfloat16>(p, deep, stream);
+    launch_for_dim<__nv_bfloat16>(p, stream);
   else
-    launch_for_dim<__half>(p, deep, stream);
+    launch_for_dim<__half>(p, stream);
   if (ws != nullptr) cudaFreeAsync(ws, stream);
 }
 
