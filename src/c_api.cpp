@@ -362,21 +362,16 @@ kfa_status kfa_backward_with_workspace(kfa_context ctx, const kfa_tensor* dout, 
     kfa_context_s& c = context(ctx);
     const std::int32_t dt = dtype_of_first(q), m = c.memory;
     const kfa::Params p = to_params(params);
-    if (workspace == nullptr) throw CallError(KFA_ERROR_INVALID_ARGUMENT, "workspace is NULL");
     with_space(c, [&](const auto& exec, auto mem) {
       with_type(dt, [&](auto tag) {
         using T = typename decltype(tag)::type;
         using L = kfa::lse_type<T>;
         using Mem = decltype(mem);
-        const auto qv = view_of<const T, 4>(mem, q, "q", dt, m);
-        const auto kv = view_of<const T, 4>(mem, k, "k", dt, m);
-        const std::size_t need = kfa::backward_workspace_bytes(qv, kv, p);
-        if (workspace_bytes < need)
-          throw CallError(KFA_ERROR_INVALID_ARGUMENT, "workspace holds " + std::to_string(workspace_bytes) +
-                                                          " bytes; this call needs " + std::to_string(need));
+        // kfa::backward checks the workspace's size and alignment before it writes anything
         const Kokkos::View<unsigned char*, Mem, Kokkos::MemoryTraits<Kokkos::Unmanaged>> ws(
             static_cast<unsigned char*>(workspace), workspace_bytes);
-        kfa::backward(exec, view_of<const T, 4>(mem, dout, "dout", dt, m), qv, kv, view_of<const T, 4>(mem, v, "v", dt, m),
+        kfa::backward(exec, view_of<const T, 4>(mem, dout, "dout", dt, m), view_of<const T, 4>(mem, q, "q", dt, m),
+                      view_of<const T, 4>(mem, k, "k", dt, m), view_of<const T, 4>(mem, v, "v", dt, m),
                       view_of<const T, 4>(mem, out, "out", dt, m), view_of<const L, 3>(mem, lse, "lse", lse_dtype(dt), m),
                       view_of<T, 4>(mem, dq, "dq", dt, m), view_of<T, 4>(mem, dk, "dk", dt, m),
                       view_of<T, 4>(mem, dv, "dv", dt, m), p, ws);
