@@ -19,7 +19,7 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 extra=(${KFA_CMAKE_ARGS:-})
 user_omp=${OMP_NUM_THREADS:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
-step() { printf '\n== %s ==\n' "$*"; }
+step() { printf '\n== %s (%d s in) ==\n' "$*" "$SECONDS"; }
 
 source "$root/scripts/setup.sh"  # apt_install, python_args, cuda_arch_args
 if ! command -v gfortran >/dev/null; then
