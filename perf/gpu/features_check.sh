@@ -7,13 +7,16 @@
 # env: KFA_DEPS_DIR (default ./.deps: the dependency tarballs; tools/peer_feature_bench.py beside them),
 #      KFA_CUDA_ARCHS (default 90), SUITES ("[features]" Catch2 filter), FORCED ("mma wgmma": the forward
 #      kernels the suites run once more under, forced), EXTRA_SUITE (another filter, run once),
-#      EXTRA_ENV (its environment, e.g. KFA_CUDA_DECODE=cpasync), SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
+#      EXTRA_ENV (its environment, e.g. KFA_CUDA_DECODE=cpasync), SUITE_ARGS (more Catch2 arguments, e.g.
+#      "--durations yes", with SLOWEST=N printing the N slowest test cases of each suite), SKIP_BENCH=1, SKIP_PEERS=1, DENSE=1 (kfa's dense forward at 4k / 16k too), SUITE_TIMEOUT (240 s),
 #      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
 #      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth),
 #      BWD=1 (the native backward's bwd_check sweep, and --bench beside the peers' dense fwd + bwd, with
 #      BWD_MMA=1 also under KFA_CUDA_BACKWARD=mma; needs TOOLS=1), BWD_FORCED ("mma": the backward
 #      kernels the suites' [backward] cases run once more under, forced), BWD_SANITIZE=1 (memcheck and
-#      racecheck of bwd_check --quick)
+#      racecheck of bwd_check --quick), FWD_VARIANTS ("NAME=HEADER ...": Hopper forward tile variants,
+#      perf/gpu/sm90_tile_variants.py; each checked by fwd_check, then timed beside the base build and the
+#      peers by backends/cuda/tools/fwd_vs_peers.py; needs TOOLS=1)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -29,7 +32,7 @@ run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 
   # would overlap and leave test cases out.
   local t=$(date +%s) n="${SHARDS:-8}" pids=() i seed=$RANDOM
   for (( i = 0; i < n; ++i )); do
-    env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" --order rand --rng-seed "$seed" --shard-count "$n" --shard-index "$i" \
+    env $env timeout "${SUITE_TIMEOUT:-240}" "$tests" "$@" ${SUITE_ARGS:-} --order rand --rng-seed "$seed" --shard-count "$n" --shard-index "$i" \
       > "$out/$name.$i.log" 2>&1 &
     pids+=($!)
   done
@@ -41,6 +44,9 @@ run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 
   failed=$(grep -hE "^test cases:" "$out/$name.log" | tr -s ' ' | tr '\n' ';')
   sums=$(grep -hoE "[0-9]+ assertions in [0-9]+ test cases?" "$out/$name.log" | awk '{a += $1; c += $4} END {print a " assertions / " c " cases"}')
   echo "$name: rc=$rc; shards all passed: $passed of $n ($sums); other shards: ${failed:-none} ($(( $(date +%s) - t )) s)"
+  # with SUITE_ARGS="--durations yes": the slowest test cases
+  grep -hE "^[0-9]+\.[0-9]+ s: " "$out/$name.log" | sort -rn | head -${SLOWEST:-0} | sed 's/^/  slow: /'
+
 }
 filter="${SUITES:-[features]}"
 run_suite features_auto "KFA_NONE=1" "$filter"
@@ -153,6 +159,19 @@ for l in open(sys.argv[1]):
     ratio = lambda p: f"{tf / p:.2f}x" if p else "-"
     print(f"{d:>4} {causal:>6} {n:>6} {tf:7.1f} {tdet:8.1f} {f or float('nan'):7.1f} {c or float('nan'):7.1f} {ratio(f):>7} {ratio(c):>8}")
 PY
+fi
+if [ -n "${FWD_VARIANTS:-}" ]; then
+  fwdc="$build/backends/cuda/kfa-cuda-fwd-check"
+  vlist=$(python3 "$root/perf/gpu/sm90_tile_variants.py" "$build" "$out/variants" $FWD_VARIANTS 2> "$out/variants.err") \
+    || { echo "tile variants failed:"; tail -20 "$out/variants.err"; vlist=""; }
+  for exe in "$fwdc" $(printf '%s\n' $vlist | cut -d= -f2); do
+    timeout 150 "$exe" > "$out/check_$(basename "$exe").txt" 2>&1
+    echo "$(basename "$exe") (correctness): rc=$? $(tail -1 "$out/check_$(basename "$exe").txt")"
+  done
+  vargs=(); for v in $vlist; do vargs+=(--variant "$v"); done
+  timeout 420 python3 "$root/backends/cuda/tools/fwd_vs_peers.py" "$fwdc" --reps 20 --out "$out/fwd_peers.json" \
+    "${vargs[@]}" > "$out/fwd_peers.txt" 2>&1
+  echo "fwd_vs_peers: rc=$?"; tee -a "$out/table.txt" < "$out/fwd_peers.txt" | tail -40
 fi
 # compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"
 IFS=';' read -ra checks <<< "${SANITIZE:-}"

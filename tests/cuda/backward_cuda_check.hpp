@@ -1,6 +1,6 @@
 #pragma once
 // Checking the native CUDA backward (kfa::cuda::backward, raw device buffers, no Kokkos) against an
-// fp64 host backward with the tolerance rule: kfa's max-abs error <= 2 x the error of a plain
+// fp64 backward with the tolerance rule: kfa's max-abs error <= 2 x the error of a plain
 // unfused backward in the input precision (fp32 products; S, P, dP, dS and the gradients rounded
 // to T) + eps. Shared by the Catch2 GPU suite (test_backward_cuda.cpp) and the standalone runner
 // backends/cuda/tools/bwd_check.cu.
@@ -26,13 +26,6 @@
     const cudaError_t e_ = (x);                                                                              \
     if (e_ != cudaSuccess) throw std::runtime_error(std::string(#x) + ": " + cudaGetErrorString(e_));        \
   } while (0)
-
-// The host references use OpenMP where the build has it.
-#if defined(_OPENMP)
-#define KFA_BWD_OMP(x) _Pragma(#x)
-#else
-#define KFA_BWD_OMP(x)
-#endif
 
 namespace kfa::test::cuda_bwd {
 
@@ -88,144 +81,233 @@ inline std::size_t idx(std::int64_t b, std::int64_t s, std::int64_t h, std::int6
   return static_cast<std::size_t>(((b * S + s) * H + h) * D + c);
 }
 
-// fp64 forward (O, LSE) and backward (dQ, dK, dV), straight from the definitions.
-inline void reference(const Case& c, const Host& in, std::vector<double>& o, std::vector<double>& lse, std::vector<double>& dq,
-               std::vector<double>& dk, std::vector<double>& dv, bool want_grads) {
-  const std::int64_t D = c.d, group = c.h / c.hkv;
-  const double scale = 1.0 / std::sqrt(double(D));
-  o.assign(c.b * c.sq * c.h * D, 0.0);
-  lse.assign(c.b * c.h * c.sq, -std::numeric_limits<double>::infinity());
-  if (want_grads) {
-    dq.assign(c.b * c.sq * c.h * D, 0.0);
-    dk.assign(c.b * c.sk * c.hkv * D, 0.0);
-    dv.assign(c.b * c.sk * c.hkv * D, 0.0);
+// ---------------------------------------------------------------- the references, on the GPU
+// Both references run on the device (one thread per query row, then one per key row), since on the
+// host the long cases' O(n^2 d) loops took minutes; each thread's loops are the host definitions',
+// in the same order, so the plain backward's roundings are the ones a host loop would make.
+namespace ref {
+
+struct Dims {
+  std::int64_t b, sq, sk, h, hkv, d, group, wl, wr;
+};
+
+inline Dims dims_of(const Case& c) { return {c.b, c.sq, c.sk, c.h, c.hkv, c.d, c.h / c.hkv, c.wl, eff_wr(c)}; }
+
+__host__ __device__ inline bool vis(const Dims& c, std::int64_t i, std::int64_t j) {
+  const std::int64_t diag = i + c.sk - c.sq;
+  if (c.wl >= 0 && j < diag - c.wl) return false;
+  if (c.wr >= 0 && j > diag + c.wr) return false;
+  return true;
+}
+__device__ inline std::int64_t at(std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t S, std::int64_t H,
+                                  std::int64_t D) {
+  return ((b * S + s) * H + h) * D;
+}
+/// x . y of two fp64 rows, the products and the sum in A (double, or float for the plain backward).
+template <class A = double>
+__device__ inline A dot(const double* x, const double* y, std::int64_t n) {
+  A acc = 0;
+  for (std::int64_t e = 0; e < n; ++e) acc += A(x[e]) * A(y[e]);
+  return acc;
+}
+
+/// fp64, thread (b, h, i): O, LSE, D = sum_j P dP and dQ of row i.
+__global__ void rows64(Dims c, const double* q, const double* k, const double* v, const double* dout, double* o,
+                       double* lse, double* dsum, double* dq, bool grads) {
+  const std::int64_t r = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (r >= c.b * c.h * c.sq) return;
+  const std::int64_t i = r % c.sq, h = (r / c.sq) % c.h, b = r / (c.sq * c.h), hk = h / c.group, D = c.d;
+  const double scale = 1.0 / sqrt(double(D));
+  const double *qi = q + at(b, i, h, c.sq, c.h, D), *doi = dout + at(b, i, h, c.sq, c.h, D);
+  double *oi = o + at(b, i, h, c.sq, c.h, D), *dqi = dq + at(b, i, h, c.sq, c.h, D);
+  for (std::int64_t e = 0; e < D; ++e) oi[e] = dqi[e] = 0.0;
+  double mx = -INFINITY;
+  for (std::int64_t j = 0; j < c.sk; ++j)
+    if (vis(c, i, j)) mx = fmax(mx, dot(qi, k + at(b, j, hk, c.sk, c.hkv, D), D) * scale);
+  lse[r] = -INFINITY;
+  dsum[r] = 0.0;
+  if (mx == -INFINITY) return;  // fully masked row: O and the gradients 0
+  double sum = 0;
+  for (std::int64_t j = 0; j < c.sk; ++j)
+    if (vis(c, i, j)) sum += exp(dot(qi, k + at(b, j, hk, c.sk, c.hkv, D), D) * scale - mx);
+  const double l = mx + log(sum);
+  lse[r] = l;
+  double dd = 0;
+  for (std::int64_t j = 0; j < c.sk; ++j) {
+    if (!vis(c, i, j)) continue;
+    const double p = exp(dot(qi, k + at(b, j, hk, c.sk, c.hkv, D), D) * scale - l);
+    const double* vj = v + at(b, j, hk, c.sk, c.hkv, D);
+    for (std::int64_t e = 0; e < D; ++e) oi[e] += p * vj[e];
+    if (grads) dd += p * dot(doi, vj, D);
   }
-  for (std::int64_t b = 0; b < c.b; ++b)
-    for (std::int64_t hk = 0; hk < c.hkv; ++hk) {
-      std::vector<double> dkl(c.sk * D, 0.0), dvl(c.sk * D, 0.0);
-KFA_BWD_OMP(omp parallel)
-      {
-        std::vector<double> p(c.sk), dp(c.sk), dkp(c.sk * D, 0.0), dvp(c.sk * D, 0.0);
-KFA_BWD_OMP(omp for collapse(2) schedule(dynamic))
-        for (std::int64_t hh = 0; hh < group; ++hh)
-          for (std::int64_t i = 0; i < c.sq; ++i) {
-            const std::int64_t h = hk * group + hh;
-            double mx = -std::numeric_limits<double>::infinity();
-            for (std::int64_t j = 0; j < c.sk; ++j) {
-              if (!visible(c, i, j)) continue;
-              double s = 0;
-              for (std::int64_t e = 0; e < D; ++e) s += in.q[idx(b, i, h, e, c.sq, c.h, D)] * in.k[idx(b, j, hk, e, c.sk, c.hkv, D)];
-              p[j] = s * scale;
-              mx = std::max(mx, p[j]);
-            }
-            if (mx == -std::numeric_limits<double>::infinity()) continue;  // fully masked row
-            double sum = 0;
-            for (std::int64_t j = 0; j < c.sk; ++j) {
-              p[j] = visible(c, i, j) ? std::exp(p[j] - mx) : 0.0;
-              sum += p[j];
-            }
-            lse[(b * c.h + h) * c.sq + i] = mx + std::log(sum);
-            for (std::int64_t j = 0; j < c.sk; ++j) p[j] /= sum;
-            for (std::int64_t e = 0; e < D; ++e) {
-              double acc = 0;
-              for (std::int64_t j = 0; j < c.sk; ++j) acc += p[j] * in.v[idx(b, j, hk, e, c.sk, c.hkv, D)];
-              o[idx(b, i, h, e, c.sq, c.h, D)] = acc;
-            }
-            if (!want_grads) continue;
-            double dsum = 0;
-            for (std::int64_t j = 0; j < c.sk; ++j) {
-              double acc = 0;
-              for (std::int64_t e = 0; e < D; ++e)
-                acc += in.dout[idx(b, i, h, e, c.sq, c.h, D)] * in.v[idx(b, j, hk, e, c.sk, c.hkv, D)];
-              dp[j] = acc;
-              dsum += p[j] * acc;
-            }
-            for (std::int64_t j = 0; j < c.sk; ++j) {
-              if (p[j] == 0.0) continue;
-              const double ds = p[j] * (dp[j] - dsum) * scale;
-              for (std::int64_t e = 0; e < D; ++e) {
-                dq[idx(b, i, h, e, c.sq, c.h, D)] += ds * in.k[idx(b, j, hk, e, c.sk, c.hkv, D)];
-                dkp[j * D + e] += ds * in.q[idx(b, i, h, e, c.sq, c.h, D)];
-                dvp[j * D + e] += p[j] * in.dout[idx(b, i, h, e, c.sq, c.h, D)];
-              }
-            }
-          }
-KFA_BWD_OMP(omp critical)
-        for (std::int64_t x = 0; x < c.sk * D; ++x) {
-          dkl[x] += dkp[x];
-          dvl[x] += dvp[x];
-        }
+  dsum[r] = dd;
+  if (!grads) return;
+  for (std::int64_t j = 0; j < c.sk; ++j) {
+    if (!vis(c, i, j)) continue;
+    const double* kj = k + at(b, j, hk, c.sk, c.hkv, D);
+    const double p = exp(dot(qi, kj, D) * scale - l);
+    const double ds = p * (dot(doi, v + at(b, j, hk, c.sk, c.hkv, D), D) - dd) * scale;
+    for (std::int64_t e = 0; e < D; ++e) dqi[e] += ds * kj[e];
+  }
+}
+
+/// fp64, thread (b, hk, j): dK and dV of key j, summed over the query heads of kv head hk.
+__global__ void keys64(Dims c, const double* q, const double* k, const double* v, const double* dout,
+                       const double* lse, const double* dsum, double* dk, double* dv) {
+  const std::int64_t r = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (r >= c.b * c.hkv * c.sk) return;
+  const std::int64_t j = r % c.sk, hk = (r / c.sk) % c.hkv, b = r / (c.sk * c.hkv), D = c.d;
+  const double scale = 1.0 / sqrt(double(D));
+  const double *kj = k + at(b, j, hk, c.sk, c.hkv, D), *vj = v + at(b, j, hk, c.sk, c.hkv, D);
+  double *dkj = dk + at(b, j, hk, c.sk, c.hkv, D), *dvj = dv + at(b, j, hk, c.sk, c.hkv, D);
+  for (std::int64_t e = 0; e < D; ++e) dkj[e] = dvj[e] = 0.0;
+  for (std::int64_t hh = 0; hh < c.group; ++hh)
+    for (std::int64_t i = 0; i < c.sq; ++i) {
+      const std::int64_t h = hk * c.group + hh, row = (b * c.h + h) * c.sq + i;
+      if (!vis(c, i, j) || lse[row] == -INFINITY) continue;
+      const double *qi = q + at(b, i, h, c.sq, c.h, D), *doi = dout + at(b, i, h, c.sq, c.h, D);
+      const double p = exp(dot(qi, kj, D) * scale - lse[row]);
+      const double ds = p * (dot(doi, vj, D) - dsum[row]) * scale;
+      for (std::int64_t e = 0; e < D; ++e) {
+        dkj[e] += ds * qi[e];
+        dvj[e] += p * doi[e];
       }
-      if (want_grads)
-        for (std::int64_t j = 0; j < c.sk; ++j)
-          for (std::int64_t e = 0; e < D; ++e) {
-            dk[idx(b, j, hk, e, c.sk, c.hkv, D)] = dkl[j * D + e];
-            dv[idx(b, j, hk, e, c.sk, c.hkv, D)] = dvl[j * D + e];
-          }
     }
 }
 
-// The plain unfused backward in the input precision (what autograd through a materialized
-// attention gives): fp32 products, S, P, dP, dS and the gradients rounded to T.
+template <class T>
+__device__ inline float rnd(float x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(__float2bfloat16(x));
+  else return __half2float(__float2half(x));
+}
+
+/// The plain backward's score of (i, j): the fp32 product rounded to T, -inf where masked.
+template <class T>
+__device__ inline float plain_score(const Dims& c, const double* qi, const double* kj, std::int64_t i, std::int64_t j,
+                                    float scale) {
+  return vis(c, i, j) ? rnd<T>(dot<float>(qi, kj, c.d) * scale) : -INFINITY;
+}
+
+/// Input precision, thread (b, h, i): the row's max, sum and D (fp32, P and dP rounded to T), and dQ.
+template <class T>
+__global__ void rows_plain(Dims c, const double* q, const double* k, const double* v, const double* dout, float* stats,
+                           float* dqf, double* dq) {
+  const std::int64_t r = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (r >= c.b * c.h * c.sq) return;
+  const std::int64_t i = r % c.sq, h = (r / c.sq) % c.h, b = r / (c.sq * c.h), hk = h / c.group, D = c.d;
+  const float scale = 1.0f / sqrtf(float(D));
+  const double *qi = q + at(b, i, h, c.sq, c.h, D), *doi = dout + at(b, i, h, c.sq, c.h, D);
+  float* acc = dqf + at(b, i, h, c.sq, c.h, D);
+  for (std::int64_t e = 0; e < D; ++e) acc[e] = 0.0f;
+  float mx = -INFINITY;
+  for (std::int64_t j = 0; j < c.sk; ++j) mx = fmaxf(mx, plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale));
+  float sum = 0, dd = 0;
+  if (mx != -INFINITY) {
+    for (std::int64_t j = 0; j < c.sk; ++j) sum += expf(plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale) - mx);
+    for (std::int64_t j = 0; j < c.sk; ++j) {
+      const float p = rnd<T>(expf(plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale) - mx) / sum);
+      dd += p * rnd<T>(dot<float>(doi, v + at(b, j, hk, c.sk, c.hkv, D), D));
+    }
+    for (std::int64_t j = 0; j < c.sk; ++j) {
+      const double* kj = k + at(b, j, hk, c.sk, c.hkv, D);
+      const float p = rnd<T>(expf(plain_score<T>(c, qi, kj, i, j, scale) - mx) / sum);
+      const float ds = rnd<T>(p * (rnd<T>(dot<float>(doi, v + at(b, j, hk, c.sk, c.hkv, D), D)) - dd));
+      for (std::int64_t e = 0; e < D; ++e) acc[e] += ds * float(kj[e]);
+    }
+  }
+  stats[3 * r] = mx, stats[3 * r + 1] = sum, stats[3 * r + 2] = dd;
+  for (std::int64_t e = 0; e < D; ++e) dq[at(b, i, h, c.sq, c.h, D) + e] = mx == -INFINITY ? 0.0 : rnd<T>(acc[e] * scale);
+}
+
+/// Input precision, thread (b, hk, j): per query head, dK and dV of key j summed in fp32 and rounded to
+/// T, then summed over the group's heads and rounded again.
+template <class T>
+__global__ void keys_plain(Dims c, const double* q, const double* k, const double* v, const double* dout,
+                           const float* stats, float* scratch, double* dk, double* dv) {
+  const std::int64_t r = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (r >= c.b * c.hkv * c.sk) return;
+  const std::int64_t j = r % c.sk, hk = (r / c.sk) % c.hkv, b = r / (c.sk * c.hkv), D = c.d;
+  const float scale = 1.0f / sqrtf(float(D));
+  const double *kj = k + at(b, j, hk, c.sk, c.hkv, D), *vj = v + at(b, j, hk, c.sk, c.hkv, D);
+  float *ak = scratch + 4 * r * D, *av = ak + D, *dkf = av + D, *dvf = dkf + D;
+  for (std::int64_t e = 0; e < D; ++e) dkf[e] = dvf[e] = 0.0f;
+  for (std::int64_t hh = 0; hh < c.group; ++hh) {
+    const std::int64_t h = hk * c.group + hh;
+    for (std::int64_t e = 0; e < D; ++e) ak[e] = av[e] = 0.0f;
+    for (std::int64_t i = 0; i < c.sq; ++i) {
+      const float* st = stats + 3 * ((b * c.h + h) * c.sq + i);
+      if (st[0] == -INFINITY) continue;  // a row without keys: P and dS 0
+      const double *qi = q + at(b, i, h, c.sq, c.h, D), *doi = dout + at(b, i, h, c.sq, c.h, D);
+      const float p = rnd<T>(expf(plain_score<T>(c, qi, kj, i, j, scale) - st[0]) / st[1]);
+      const float ds = rnd<T>(p * (rnd<T>(dot<float>(doi, vj, D)) - st[2]));
+      for (std::int64_t e = 0; e < D; ++e) {
+        ak[e] += ds * float(qi[e]);
+        av[e] += p * float(doi[e]);
+      }
+    }
+    for (std::int64_t e = 0; e < D; ++e) {
+      dkf[e] += rnd<T>(ak[e] * scale);
+      dvf[e] += rnd<T>(av[e]);
+    }
+  }
+  for (std::int64_t e = 0; e < D; ++e) {
+    dk[at(b, j, hk, c.sk, c.hkv, D) + e] = rnd<T>(dkf[e]);
+    dv[at(b, j, hk, c.sk, c.hkv, D) + e] = rnd<T>(dvf[e]);
+  }
+}
+
+/// A device buffer of n elements, freed on scope exit.
+template <class X>
+struct Buf {
+  X* p = nullptr;
+  std::size_t n;
+  explicit Buf(std::size_t n_) : n(n_) { KFA_BWD_CHECK_CUDA(cudaMalloc(&p, sizeof(X) * (n ? n : 1))); }
+  Buf(const std::vector<X>& h) : Buf(h.size()) {
+    KFA_BWD_CHECK_CUDA(cudaMemcpy(p, h.data(), sizeof(X) * n, cudaMemcpyHostToDevice));
+  }
+  ~Buf() { cudaFree(p); }
+  std::vector<X> get() const {
+    std::vector<X> h(n);
+    KFA_BWD_CHECK_CUDA(cudaMemcpy(h.data(), p, sizeof(X) * n, cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+inline unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + 127) / 128); }
+
+}  // namespace ref
+
+/// fp64 forward (O, LSE) and backward (dQ, dK, dV), straight from the definitions (on the GPU).
+inline void reference(const Case& c, const Host& in, std::vector<double>& o, std::vector<double>& lse, std::vector<double>& dq,
+                      std::vector<double>& dk, std::vector<double>& dv, bool want_grads) {
+  const ref::Dims n = ref::dims_of(c);
+  const ref::Buf<double> q(in.q), k(in.k), v(in.v), dout(in.dout);
+  ref::Buf<double> od(in.q.size()), lsed(c.b * c.h * c.sq), dsum(c.b * c.h * c.sq), dqd(in.q.size()), dkd(in.k.size()),
+      dvd(in.k.size());
+  ref::rows64<<<ref::blocks_for(c.b * c.h * c.sq), 128>>>(n, q.p, k.p, v.p, dout.p, od.p, lsed.p, dsum.p, dqd.p, want_grads);
+  KFA_BWD_CHECK_CUDA(cudaGetLastError());
+  if (want_grads) {
+    ref::keys64<<<ref::blocks_for(c.b * c.hkv * c.sk), 128>>>(n, q.p, k.p, v.p, dout.p, lsed.p, dsum.p, dkd.p, dvd.p);
+    KFA_BWD_CHECK_CUDA(cudaGetLastError());
+    dq = dqd.get(), dk = dkd.get(), dv = dvd.get();
+  }
+  o = od.get(), lse = lsed.get();
+}
+
+/// The plain unfused backward in the input precision (what autograd through a materialized
+/// attention gives): fp32 products, S, P, dP, dS and the gradients rounded to T (on the GPU).
 template <class T>
 void plain_backward(const Case& c, const Host& in, std::vector<double>& dq, std::vector<double>& dk,
                     std::vector<double>& dv) {
-  const std::int64_t D = c.d, group = c.h / c.hkv;
-  const float scale = 1.0f / std::sqrt(float(D));
-  dq.assign(c.b * c.sq * c.h * D, 0.0);
-  std::vector<float> dkf(c.b * c.sk * c.hkv * D, 0.0f), dvf(c.b * c.sk * c.hkv * D, 0.0f);
-  for (std::int64_t b = 0; b < c.b; ++b)
-    for (std::int64_t h = 0; h < c.h; ++h) {
-      const std::int64_t hk = h / group;
-      std::vector<float> P(c.sq * c.sk, 0.0f), dS(c.sq * c.sk, 0.0f);
-KFA_BWD_OMP(omp parallel for schedule(dynamic))
-      for (std::int64_t i = 0; i < c.sq; ++i) {
-        std::vector<float> s(c.sk), dp(c.sk);
-        float mx = -INFINITY;
-        for (std::int64_t j = 0; j < c.sk; ++j) {
-          float acc = 0;
-          for (std::int64_t e = 0; e < D; ++e)
-            acc += float(in.q[idx(b, i, h, e, c.sq, c.h, D)]) * float(in.k[idx(b, j, hk, e, c.sk, c.hkv, D)]);
-          s[j] = visible(c, i, j) ? round_to<T>(acc * scale) : -INFINITY;
-          mx = std::max(mx, s[j]);
-        }
-        if (mx == -INFINITY) continue;
-        float sum = 0;
-        for (std::int64_t j = 0; j < c.sk; ++j) sum += (s[j] = std::exp(s[j] - mx));
-        float dsum = 0;
-        for (std::int64_t j = 0; j < c.sk; ++j) {
-          P[i * c.sk + j] = round_to<T>(s[j] / sum);
-          float acc = 0;
-          for (std::int64_t e = 0; e < D; ++e)
-            acc += float(in.dout[idx(b, i, h, e, c.sq, c.h, D)]) * float(in.v[idx(b, j, hk, e, c.sk, c.hkv, D)]);
-          dp[j] = round_to<T>(acc);
-          dsum += P[i * c.sk + j] * dp[j];
-        }
-        for (std::int64_t j = 0; j < c.sk; ++j) dS[i * c.sk + j] = round_to<T>(P[i * c.sk + j] * (dp[j] - dsum));
-        for (std::int64_t e = 0; e < D; ++e) {
-          float acc = 0;
-          for (std::int64_t j = 0; j < c.sk; ++j) acc += dS[i * c.sk + j] * float(in.k[idx(b, j, hk, e, c.sk, c.hkv, D)]);
-          dq[idx(b, i, h, e, c.sq, c.h, D)] = round_to<T>(acc * scale);
-        }
-      }
-KFA_BWD_OMP(omp parallel for)
-      for (std::int64_t j = 0; j < c.sk; ++j)
-        for (std::int64_t e = 0; e < D; ++e) {
-          float ak = 0, av = 0;
-          for (std::int64_t i = 0; i < c.sq; ++i) {
-            ak += dS[i * c.sk + j] * float(in.q[idx(b, i, h, e, c.sq, c.h, D)]);
-            av += P[i * c.sk + j] * float(in.dout[idx(b, i, h, e, c.sq, c.h, D)]);
-          }
-          dkf[idx(b, j, hk, e, c.sk, c.hkv, D)] += round_to<T>(ak * scale);
-          dvf[idx(b, j, hk, e, c.sk, c.hkv, D)] += round_to<T>(av);
-        }
-    }
-  dk.resize(dkf.size());
-  dv.resize(dvf.size());
-  for (std::size_t x = 0; x < dkf.size(); ++x) {
-    dk[x] = round_to<T>(dkf[x]);
-    dv[x] = round_to<T>(dvf[x]);
-  }
+  const ref::Dims n = ref::dims_of(c);
+  const ref::Buf<double> q(in.q), k(in.k), v(in.v), dout(in.dout);
+  ref::Buf<float> stats(3 * c.b * c.h * c.sq), dqf(in.q.size()), scratch(4 * in.k.size());
+  ref::Buf<double> dqd(in.q.size()), dkd(in.k.size()), dvd(in.k.size());
+  ref::rows_plain<T><<<ref::blocks_for(c.b * c.h * c.sq), 128>>>(n, q.p, k.p, v.p, dout.p, stats.p, dqf.p, dqd.p);
+  KFA_BWD_CHECK_CUDA(cudaGetLastError());
+  ref::keys_plain<T><<<ref::blocks_for(c.b * c.hkv * c.sk), 128>>>(n, q.p, k.p, v.p, dout.p, stats.p, scratch.p, dkd.p, dvd.p);
+  KFA_BWD_CHECK_CUDA(cudaGetLastError());
+  dq = dqd.get(), dk = dkd.get(), dv = dvd.get();
 }
 
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {

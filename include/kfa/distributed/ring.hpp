@@ -454,8 +454,10 @@ void ring_attention_forward(const Comm& communicator, const Exec& exec, const Q&
   using Mem = typename Exec::memory_space;
   const Ring ring = make_ring(comm, q, k, params, opt);
   const std::int64_t nmax = ring.max_length();
-  Kokkos::View<T****, Mem> o_part("kfa ring o part", ring.batch, nmax, ring.heads, ring.head_dim);
-  Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", ring.batch, ring.heads, nmax);
+  // The ring's buffers are LayoutRight on every memory space (a device View's default is LayoutLeft,
+  // which kfa::forward declines: head_dim must have unit stride).
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> o_part("kfa ring o part", ring.batch, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Kokkos::LayoutRight, Mem> lse_part("kfa ring lse part", ring.batch, ring.heads, nmax);
   // the accumulators: o = 0, lse = -inf, each block merged in
   Kokkos::deep_copy(exec, o, T(0));
   Kokkos::deep_copy(exec, lse, -Kokkos::Experimental::infinity<LT>::value);
@@ -483,9 +485,9 @@ void ring_attention_backward(const Comm& communicator, const Exec& exec, const D
   using Mem = typename Exec::memory_space;
   const Ring ring = make_ring(comm, q, k, params, opt);
   const std::int64_t nmax = ring.max_length();
-  Kokkos::View<T****, Mem> dq_part("kfa ring dq part", ring.batch, nmax, ring.heads, ring.head_dim);
-  Kokkos::View<T****, Mem> dk_part("kfa ring dk part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
-  Kokkos::View<T****, Mem> dv_part("kfa ring dv part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dq_part("kfa ring dq part", ring.batch, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dk_part("kfa ring dk part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dv_part("kfa ring dv part", ring.batch, nmax, ring.heads_kv, ring.head_dim);
   Kokkos::deep_copy(exec, dq, T(0));
   const std::vector<Chunk> qchunks = ring.chunks(ring.rank);
   ring_kv_grads<T>(comm, exec, ring, k, v, dk, dv,
@@ -521,10 +523,10 @@ void ring_attention_forward_varlen(const Comm& communicator, const Exec& exec, c
   const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, opt.layout, start);
   const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
   // the running output [1, n, heads, d] / lse [1, heads, n] (merge_attention_states' ranks), and a block's
-  Kokkos::View<T****, Mem> o_acc("kfa ring o", 1, n, ring.heads, ring.head_dim);
-  Kokkos::View<LT***, Mem> lse_acc("kfa ring lse", 1, ring.heads, n);
-  Kokkos::View<T****, Mem> o_part("kfa ring o part", 1, nmax, ring.heads, ring.head_dim);
-  Kokkos::View<LT***, Mem> lse_part("kfa ring lse part", 1, ring.heads, nmax);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> o_acc("kfa ring o", 1, n, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Kokkos::LayoutRight, Mem> lse_acc("kfa ring lse", 1, ring.heads, n);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> o_part("kfa ring o part", 1, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<LT***, Kokkos::LayoutRight, Mem> lse_part("kfa ring lse part", 1, ring.heads, nmax);
   Kokkos::deep_copy(exec, lse_acc, -Kokkos::Experimental::infinity<LT>::value);
   const std::vector<PackedCall<Mem>> calls = packed_calls<Mem>(exec, ring, start, cu_seqlens, params);
   ring_kv<T>(comm, exec, ring, k, v, [&](int src, const auto& kb, const auto& vb) {
@@ -558,10 +560,10 @@ void ring_attention_backward_varlen(const Comm& communicator, const Exec& exec, 
   const Ring ring = make_packed_ring(comm, q, k, cu_seqlens, params, opt.layout, start);
   const std::int64_t nmax = ring.max_length(), n = ring.lengths[ring.rank];
   // rank-4 [1, rows, heads, d] windows, as add_into takes them
-  Kokkos::View<T****, Mem> dq_acc("kfa ring dq", 1, n, ring.heads, ring.head_dim);
-  Kokkos::View<T****, Mem> dq_part("kfa ring dq part", 1, nmax, ring.heads, ring.head_dim);
-  Kokkos::View<T****, Mem> dk_part("kfa ring dk part", 1, nmax, ring.heads_kv, ring.head_dim);
-  Kokkos::View<T****, Mem> dv_part("kfa ring dv part", 1, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dq_acc("kfa ring dq", 1, n, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dq_part("kfa ring dq part", 1, nmax, ring.heads, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dk_part("kfa ring dk part", 1, nmax, ring.heads_kv, ring.head_dim);
+  Kokkos::View<T****, Kokkos::LayoutRight, Mem> dv_part("kfa ring dv part", 1, nmax, ring.heads_kv, ring.head_dim);
   const std::vector<PackedCall<Mem>> calls = packed_calls<Mem>(exec, ring, start, cu_seqlens, params);
   ring_kv_grads<T>(comm, exec, ring, k, v, dk, dv,
                    [&](int src, const auto& kb, const auto& vb, const auto& dkb, const auto& dvb) {

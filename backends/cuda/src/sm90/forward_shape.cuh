@@ -33,9 +33,8 @@ struct Sm90Shape : Sm90Config<D> {
   // setmaxnreg moves registers within the block's launch allocation (threads x the launch bound's count).
   static_assert(producer_regs * 128 + consumer_regs * 128 * C::consumers <= 65536 / threads / 8 * 8 * threads,
                 "register budget");
-  // A block may loop over several tiles; head_dim 256's accumulators leave no registers for that
-  // loop's state (it spills), so its blocks take one tile each.
-  static constexpr bool persistent = D <= 128;
+  // A block may loop over several tiles (head dims up to KFA_SM90_PERSISTENT_MAX_DIM).
+  static constexpr bool persistent = D <= KFA_SM90_PERSISTENT_MAX_DIM;
   // The Featured kernel's consumers hold more state; with the persistent loop's head_dim 96 spilled.
   static constexpr bool featured_persistent = D == 64 || D == 128;
   static_assert(C::block_n % 16 == 0 && C::block_n <= 256 && D % 16 == 0, "wgmma shapes");

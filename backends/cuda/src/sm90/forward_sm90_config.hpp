@@ -29,6 +29,10 @@ struct Sm90Tiles {
 #define KFA_SM90_TILES_256 2, 80, 2
 #endif
 
+#ifndef KFA_SM90_PERSISTENT_MAX_DIM
+#define KFA_SM90_PERSISTENT_MAX_DIM 128
+#endif
+
 #ifndef KFA_SM90_PINGPONG
 #define KFA_SM90_PINGPONG 1
 #endif

@@ -209,17 +209,24 @@ struct Sm90Mainloop {
         }
       }
     } else if (v.mask) {
+      // 32-bit (positions < 2^30, checked by supports_forward): the diagonal key of row r within the
+      // tile's columns, d = r + seqlen_k - seqlen_q - col0, lies in (-2^31, 2^30); window edges past
+      // 2^30 - 2 keys reach every key, so they are clamped there (no sum below overflows).
+      constexpr std::int64_t lim = (1 << 30) - 2;
+      const int sk = static_cast<int>(a.shape.seqlen_k) - col0;  // keys of the tile's columns on
+      const int wl = static_cast<int>(a.score.window_left < 0 || a.score.window_left > lim ? lim : a.score.window_left);
+      const int wr = static_cast<int>(a.score.window_right < 0 || a.score.window_right > lim ? lim : a.score.window_right);
+      const int d0 = my_row + static_cast<int>(a.shape.seqlen_k - a.shape.seqlen_q) - col0;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const detail::VisibleRange r = detail::visible_keys(my_row + 8 * h, a.shape, a.score);
-        // Narrowed to the tile's columns, so that the per-element tests below are 32-bit.
-        const int first = static_cast<int>(r.begin - col0 < 0 ? 0 : r.begin - col0 > BN ? BN : r.begin - col0);
-        const int end = static_cast<int>(r.end - col0 < 0 ? 0 : r.end - col0 > BN ? BN : r.end - col0);
+        const int d = d0 + 8 * h;
+        const int first = max(d, -(1 << 30)) - wl - 2 * t;  // visible: first <= 8 i + e < end
+        const int end = min(d + wr + 1, sk) - 2 * t;
 #pragma unroll
         for (int i = 0; i < BN / 8; ++i)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int c = 8 * i + 2 * t + e;
+            const int c = 8 * i + e;
             if (c < first || c >= end) acc_s[4 * i + 2 * h + e] = -INFINITY;
           }
       }
