@@ -15,8 +15,8 @@
 #      BWD_MMA=1 also under KFA_CUDA_BACKWARD=mma; needs TOOLS=1), BWD_FORCED ("mma": the backward
 #      kernels the suites' [backward] cases run once more under, forced), BWD_SANITIZE=1 (memcheck and
 #      racecheck of bwd_check --quick), FWD_VARIANTS ("NAME=HEADER ...": Hopper forward tile variants,
-#      perf/gpu/sm90_tile_variants.py; each checked by fwd_check, then timed beside the base build and the
-#      peers by backends/cuda/tools/fwd_vs_peers.py; needs TOOLS=1)
+#      perf/gpu/sm90_tile_variants.py; timed beside the base build and the peers by
+#      backends/cuda/tools/fwd_vs_peers.py, then each checked by fwd_check; needs TOOLS=1)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -164,14 +164,14 @@ if [ -n "${FWD_VARIANTS:-}" ]; then
   fwdc="$build/backends/cuda/kfa-cuda-fwd-check"
   vlist=$(python3 "$root/perf/gpu/sm90_tile_variants.py" "$build" "$out/variants" $FWD_VARIANTS 2> "$out/variants.err") \
     || { echo "tile variants failed:"; tail -20 "$out/variants.err"; vlist=""; }
-  for exe in "$fwdc" $(printf '%s\n' $vlist | cut -d= -f2); do
-    timeout 150 "$exe" > "$out/check_$(basename "$exe").txt" 2>&1
-    echo "$(basename "$exe") (correctness): rc=$? $(tail -1 "$out/check_$(basename "$exe").txt")"
-  done
   vargs=(); for v in $vlist; do vargs+=(--variant "$v"); done
   timeout 420 python3 "$root/backends/cuda/tools/fwd_vs_peers.py" "$fwdc" --reps 20 --out "$out/fwd_peers.json" \
     "${vargs[@]}" > "$out/fwd_peers.txt" 2>&1
   echo "fwd_vs_peers: rc=$?"; tee -a "$out/table.txt" < "$out/fwd_peers.txt" | tail -40
+  for exe in "$fwdc" $(printf '%s\n' $vlist | cut -d= -f2); do
+    timeout ${CHECK_TIMEOUT:-90} "$exe" > "$out/check_$(basename "$exe").txt" 2>&1
+    echo "$(basename "$exe") (correctness): rc=$? $(tail -1 "$out/check_$(basename "$exe").txt")"
+  done
 fi
 # compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"
 IFS=';' read -ra checks <<< "${SANITIZE:-}"
