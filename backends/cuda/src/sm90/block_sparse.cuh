@@ -35,7 +35,7 @@ struct Sm90Visit {
 /// over the whole block's rows [row0, row_end)); without a block mask every trip tile is visited.
 template <int D, bool Featured>
 struct Sm90Walk {
-  static constexpr int BN = Sm90Shape<D>::block_n;
+  static constexpr int BN = Sm90Shape<D, Featured>::block_n;
   static constexpr int nothing = 1 << 27;  // "no further tile" (>= every key_end)
   const std::int32_t* states = nullptr;   // the first mask row's states; nullptr: no block mask
   int last_row = 0;                       // offset of the last mask row's states from `states`

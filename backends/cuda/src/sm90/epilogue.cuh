@@ -21,14 +21,14 @@ namespace kfa::cuda::hopper {
 
 template <int D, class T, bool Featured>
 struct Sm90Epilogue {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   using Tile = Sm90Tile<D, Featured>;
   static constexpr int CB = F::col_blocks, BM = F::block_m;
 
   /// Writes consumer warpgroup wg's rows of `tile` (O from acc_o, row_max and this lane's partial
   /// row_sum) and its LSE, then frees its Q buffer.
   __device__ __forceinline__ static void store(const CUtensorMap* o_map, const detail::ForwardArgs& a,
-                                               const Sm90Smem<D>& smem, const Sm90Barriers<D>& bar, int wg,
+                                               const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, int wg,
                                                const Tile& tile, const float (&acc_o)[D / 2],
                                                const float (&row_max)[2], const float (&row_sum)[2]) {
     stage(a, smem.q(), wg, tile, acc_o, row_max, row_sum);

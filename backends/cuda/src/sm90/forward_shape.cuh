@@ -12,9 +12,9 @@
 
 namespace kfa::cuda::hopper {
 
-template <int D>
-struct Sm90Shape : Sm90Config<D> {
-  using C = Sm90Config<D>;
+template <int D, bool Featured>
+struct Sm90Shape : Sm90Config<D, Featured> {
+  using C = Sm90Config<D, Featured>;
   static constexpr int block_m = 64 * C::consumers;
   static constexpr int threads = 128 * (C::consumers + 1);
   static constexpr int col_blocks = (D + 63) / 64;           // 64-element (128-byte) column blocks
@@ -42,9 +42,9 @@ struct Sm90Shape : Sm90Config<D> {
 
 /// The block's mbarriers: per consumer, Q landed / Q buffer free again (its O store has read it);
 /// per ring slot, K landed / V landed / slot free (every consumer warp is done with it).
-template <int D>
+template <int D, bool Featured>
 struct Sm90Barriers {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   static constexpr int C = F::consumers, S = F::stages;
   std::uint32_t base;
   __device__ std::uint32_t q_full(int w) const { return base + 8 * w; }
@@ -69,14 +69,14 @@ struct Sm90Barriers {
 /// The block's shared memory, from its 1024-byte aligned base (128-byte swizzle atoms): the Q tile
 /// (`consumers` parts of 64 rows, each column block of all block_m rows contiguous; the epilogue
 /// stages O there), the ring's K tiles, its V tiles, the mbarriers, and the Featured walk words.
-template <int D>
+template <int D, bool Featured>
 struct Sm90Smem {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   std::uint32_t base;
   __device__ std::uint32_t q() const { return base; }
   __device__ std::uint32_t k(int s) const { return base + F::q_bytes + s * F::kv_bytes; }
   __device__ std::uint32_t v(int s) const { return base + F::q_bytes + (F::stages + s) * F::kv_bytes; }
-  __device__ Sm90Barriers<D> barriers() const { return {base + F::bar_offset}; }
+  __device__ Sm90Barriers<D, Featured> barriers() const { return {base + F::bar_offset}; }
   /// The word of ring slot s (which key tile it holds) ...
   __device__ std::uint32_t slot_word(int s) const { return base + F::meta_offset + 4 * s; }
   /// ... and consumer w's (whether its tile visits any key tile).

@@ -42,16 +42,16 @@
 namespace kfa::cuda::hopper {
 
 template <int D, class T, bool Featured>
-__global__ void __launch_bounds__(Sm90Shape<D>::threads, 1)
+__global__ void __launch_bounds__(Sm90Shape<D, Featured>::threads, 1)
     forward_sm90_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                         const __grid_constant__ CUtensorMap v_map, const __grid_constant__ CUtensorMap o_map,
                         const detail::ForwardArgs a, const std::int64_t n_qtiles, const float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // wgmma and setmaxnreg exist on sm_90a only
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   extern __shared__ unsigned char smem_raw[];
   const std::uint32_t raw = ptx::smem_addr(smem_raw);
-  const Sm90Smem<D> smem{(raw + 1023) & ~1023u};  // 128-byte swizzle atoms are 1024-byte aligned
-  const Sm90Barriers<D> bar = smem.barriers();
+  const Sm90Smem<D, Featured> smem{(raw + 1023) & ~1023u};  // 128-byte swizzle atoms are 1024-byte aligned
+  const Sm90Barriers<D, Featured> bar = smem.barriers();
   const Sm90TileScheduler<D, Featured> sched(a, n_qtiles);
   const int wg = threadIdx.x / 128;
   if (threadIdx.x == 0) bar.init();
@@ -93,7 +93,7 @@ inline bool sm90_featured(const detail::ForwardArgs& a) {
 
 template <int D, class T, bool Featured>
 void launch_forward_sm90_variant(const detail::ForwardArgs& a, cudaStream_t stream) {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   const detail::Shape& s = a.shape;
   const std::int64_t n_qtiles = common::tile_count(s.seqlen_q, F::block_m);  // varlen: of the longest sequence
   const std::int64_t work = s.batch * s.heads * n_qtiles;

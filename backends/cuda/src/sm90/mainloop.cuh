@@ -48,7 +48,7 @@ struct Sm90PingPong {
 /// score modifiers, the block walk, dropout and packed sequences (kfa::cuda::policy on each fragment row).
 template <int D, class T, bool Featured>
 struct Sm90Mainloop {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   static constexpr int BN = F::block_n, S = F::stages;
   using Mma_s = Wgmma<BN, T>;
   using Mma_o = Wgmma<D, T>;
@@ -62,8 +62,8 @@ struct Sm90Mainloop {
 
   /// The main loop over the visited key tiles of `tile` (warpgroup `wg` of the consumers); `ring` is
   /// the slot of this block's next K/V tile, advanced past this tile's.
-  __device__ __forceinline__ void run(const detail::ForwardArgs& a, const Sm90Smem<D>& smem,
-                                      const Sm90Barriers<D>& bar, int wg, const Tile& tile, Ring& ring,
+  __device__ __forceinline__ void run(const detail::ForwardArgs& a, const Sm90Smem<D, Featured>& smem,
+                                      const Sm90Barriers<D, Featured>& bar, int wg, const Tile& tile, Ring& ring,
                                       float scale_log2) {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -132,7 +132,7 @@ struct Sm90Mainloop {
 
  private:
   /// S = Q K^T of the key tile in slot `st`, issued (not waited for).
-  __device__ __forceinline__ void issue_scores(const Sm90Smem<D>& smem, const Sm90Barriers<D>& bar, int wg,
+  __device__ __forceinline__ void issue_scores(const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, int wg,
                                                const Ring& st) {
     mbar_wait(bar.k_full(st.index), st.phase);
     fence_registers(acc_s);
@@ -154,7 +154,7 @@ struct Sm90Mainloop {
   }
 
   /// O += P V of the key tile in slot `st`, issued.
-  __device__ __forceinline__ void issue_pv(const Sm90Smem<D>& smem, const Sm90Barriers<D>& bar, const Ring& st) {
+  __device__ __forceinline__ void issue_pv(const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, const Ring& st) {
     mbar_wait(bar.v_full(st.index), st.phase);
     fence_registers(acc_o);
     wgmma_fence();
@@ -169,14 +169,14 @@ struct Sm90Mainloop {
   /// synchronize first, so that lane 0's arrival (release) orders every lane's read of the slot's walk
   /// word (visit) before the producer rewrites it (compute-sanitizer racecheck reported the producer's
   /// write against visit's read without it). The dense kernel reads the slot through wgmma only.
-  __device__ __forceinline__ static void release(const Sm90Barriers<D>& bar, const Ring& st, int lane) {
+  __device__ __forceinline__ static void release(const Sm90Barriers<D, Featured>& bar, const Ring& st, int lane) {
     if constexpr (Featured) __syncwarp();
     if (lane == 0) mbar_arrive(bar.kv_free(st.index));
   }
 
   /// The j-th visited key tile, in slot `st`: the trip's tiles in order, or (Featured) the producer's
   /// word of the slot, read once the slot's K has landed.
-  __device__ __forceinline__ static Sm90Visit visit(const Sm90Smem<D>& smem, const Tile& tile, const Ring& st, int j) {
+  __device__ __forceinline__ static Sm90Visit visit(const Sm90Smem<D, Featured>& smem, const Tile& tile, const Ring& st, int j) {
     if constexpr (Featured) {
       std::uint32_t w;
       asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(w) : "r"(smem.slot_word(st.index)) : "memory");

@@ -18,7 +18,7 @@ namespace kfa::cuda::hopper {
 
 template <int D, bool Featured>
 struct Sm90Producer {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   using Tile = Sm90Tile<D, Featured>;
   using Scheduler = Sm90TileScheduler<D, Featured>;
   static constexpr int BN = F::block_n, S = F::stages, CB = F::col_blocks, BM = F::block_m;
@@ -30,8 +30,8 @@ struct Sm90Producer {
   /// scheduler's order, in the ring order the consumers take (Sm90PipelineState).
   __device__ __forceinline__ static void run(const CUtensorMap* q_map, const CUtensorMap* k_map,
                                              const CUtensorMap* v_map, const detail::ForwardArgs& a,
-                                             const Scheduler& sched, const Sm90Smem<D>& smem,
-                                             const Sm90Barriers<D>& bar) {
+                                             const Scheduler& sched, const Sm90Smem<D, Featured>& smem,
+                                             const Sm90Barriers<D, Featured>& bar) {
     prefetch_tensor_map(q_map);
     prefetch_tensor_map(k_map);
     prefetch_tensor_map(v_map);

@@ -30,7 +30,7 @@ struct Sm90Tile {
   int unmasked_begin, unmasked_end;            // key tiles that need no window / sequence-end mask
   int q_begin, k_begin, seqlen_q, seqlen_k;    // the sequence (Featured; else 0 and the call's)
   __device__ Sm90Tile(std::int64_t id, std::int64_t n_qtiles, const detail::ForwardArgs& a) {
-    constexpr int BM = Sm90Shape<D>::block_m, BN = Sm90Shape<D>::block_n;
+    constexpr int BM = Sm90Shape<D, Featured>::block_m, BN = Sm90Shape<D, Featured>::block_n;
     const common::TileCoord c = common::schedule_tile(id, n_qtiles, a.shape, a.score);
     batch = static_cast<int>(c.batch), head = static_cast<int>(c.head), head_kv = static_cast<int>(c.head_kv);
     detail::Shape s = a.shape;
@@ -53,7 +53,7 @@ struct Sm90Tile {
   }
   /// A tile past its packed sequence's end: no block work at all (producer and consumers skip it).
   __device__ bool past_end() const { return Featured && row0 >= seqlen_q; }
-  __device__ int row_end() const { return seqlen_q - row0 < Sm90Shape<D>::block_m ? seqlen_q : row0 + Sm90Shape<D>::block_m; }
+  __device__ int row_end() const { return seqlen_q - row0 < Sm90Shape<D, Featured>::block_m ? seqlen_q : row0 + Sm90Shape<D, Featured>::block_m; }
   __device__ detail::Shape shape(const detail::Shape& call) const {
     detail::Shape s = call;
     s.seqlen_q = seqlen_q;
@@ -72,7 +72,7 @@ __device__ __forceinline__ int map_batch(const detail::Tensor4& t, int batch) { 
 /// counts no Q buffer and no ring slot).
 template <int D, bool Featured>
 struct Sm90TileScheduler {
-  using F = Sm90Shape<D>;
+  using F = Sm90Shape<D, Featured>;
   using Tile = Sm90Tile<D, Featured>;
   // Tile ids: 32-bit in the Featured kernel (fewer than 2^31 tiles, checked by supports_forward), whose
   // producer needs the registers for its walk.
