@@ -3,7 +3,9 @@
 // warpgroups of 64 query rows each, `block_n` keys per K/V tile, `stages` K/V slots in flight. Shared
 // memory holds the Q tile and the K/V ring (e.g. head_dim 128 dense: 32 KB of Q + 2 x 88 KB of K/V).
 // Every choice compiles without spills; the measurements behind them are in
-// docs/performance-cuda-hopper.md. The Featured kernel keeps 128-key tiles at head_dims 64 and 128:
+// docs/performance-cuda-hopper.md (176 keys at head_dim 128; three consumers at head_dim 64, 176 keys
+// there, and a persistent head_dim 256 were measured slower or equal). The Featured kernel keeps
+// 128-key tiles at head_dims 64 and 128:
 // its block-mask walk and block bits need tiles that divide the mask's blocks (64, 128, 256), and its
 // larger state spills at 176 keys and with three consumers.
 #include <cuda_runtime_api.h>
@@ -19,7 +21,7 @@ struct Sm90Tiles {
 
 // The dense kernel's tiles (nvcc splits -D values at commas: override them from a header).
 #ifndef KFA_SM90_TILES_64
-#define KFA_SM90_TILES_64 3, 128, 2
+#define KFA_SM90_TILES_64 2, 128, 4
 #endif
 #ifndef KFA_SM90_TILES_96
 #define KFA_SM90_TILES_96 2, 128, 2
@@ -44,8 +46,9 @@ struct Sm90Tiles {
 #define KFA_SM90_FEATURED_TILES_256 2, 80, 2
 #endif
 
+// Head dims whose dense blocks loop over tiles (persistent grid, unmasked calls only).
 #ifndef KFA_SM90_PERSISTENT_MAX_DIM
-#define KFA_SM90_PERSISTENT_MAX_DIM 256
+#define KFA_SM90_PERSISTENT_MAX_DIM 128
 #endif
 
 #ifndef KFA_SM90_PINGPONG
