@@ -86,8 +86,27 @@ class BlockMask:
                                     bytes(b.contiguous().to(torch.uint8).flatten().tolist()))
 
 
+_PARAMS = {}  # the Params of plain option sets (no slopes, mask or seed), made once: calls reuse them
+
+
 def _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend, seed=0,
             block_mask=None):
+    key = None
+    if alibi_slopes is None and block_mask is None and seed == 0:
+        key = (bool(causal), softmax_scale, int(window[0]), int(window[1]), float(softcap), float(dropout_p),
+               bool(deterministic), backend)
+        p = _PARAMS.get(key)
+        if p is not None:
+            return p
+    p = _make_params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend, seed,
+                     block_mask)
+    if key is not None and len(_PARAMS) < 1024:
+        _PARAMS[key] = p
+    return p
+
+
+def _make_params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend, seed,
+                 block_mask):
     p = _kfa.Params()
     if block_mask is not None:
         if not isinstance(block_mask, BlockMask):
@@ -128,15 +147,36 @@ def _to_kfa(t, layout):
     raise ValueError('kfa: layout must be "bshd" or "bhsd"')
 
 
+def _forward(q, k, v, layout, params):
+    """(q, k, v as passed to kfa, out, lse) of the forward, without autograd."""
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    qk, kk, vk, ok = (_to_kfa(x, layout) for x in (q, k, v, out))
+    b, sq, h, _ = qk.shape
+    lse = torch.empty((b, h, sq), dtype=_lse_dtype(q), device=q.device)
+    _kfa.forward(_context(q), _desc(qk), _desc(kk), _desc(vk), _desc(ok), _desc(lse), params)
+    return q, k, v, out, lse
+
+
+def _forward_varlen(q, k, v, cu_q, cu_k, max_q, max_k, params):
+    """(q, k, v as passed to kfa, out, lse) of the packed forward, without autograd."""
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q), device=q.device)
+    _kfa.forward_varlen(_context(q), _desc(q), _desc(k), _desc(v), _desc(out), _desc(lse), _desc(cu_q), _desc(cu_k),
+                        int(max_q), int(max_k), params)
+    return q, k, v, out, lse
+
+
+def _needs_grad(*tensors):
+    """Whether autograd records this call (else the forward runs without an autograd node)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout, params):
-        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        qk, kk, vk, ok = (_to_kfa(x, layout) for x in (q, k, v, out))
-        b, sq, h, _ = qk.shape
-        lse = torch.empty((b, h, sq), dtype=_lse_dtype(q), device=q.device)
-        _kfa.forward(_context(q), _desc(qk), _desc(kk), _desc(vk), _desc(ok), _desc(lse), params)
+        q, k, v, out, lse = _forward(q, k, v, layout, params)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.layout, ctx.params = layout, params
         ctx.mark_non_differentiable(lse)
@@ -162,11 +202,7 @@ class _Attention(torch.autograd.Function):
 class _AttentionVarlen(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, params):
-        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        lse = torch.empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q), device=q.device)
-        _kfa.forward_varlen(_context(q), _desc(q), _desc(k), _desc(v), _desc(out), _desc(lse), _desc(cu_q),
-                            _desc(cu_k), int(max_q), int(max_k), params)
+        q, k, v, out, lse = _forward_varlen(q, k, v, cu_q, cu_k, max_q, max_k, params)
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
         ctx.max_q, ctx.max_k, ctx.params = int(max_q), int(max_k), params
         ctx.mark_non_differentiable(lse)
@@ -193,7 +229,10 @@ def attention(q, k, v, causal=False, softmax_scale=None, window=(-1, -1), softca
     log-sum-exp [batch, heads, seqlen_q], float32) in q's layout. Differentiable in q, k, v."""
     params = _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend,
                      _dropout_seed(dropout_p), block_mask)
-    out, lse = _Attention.apply(q, k, v, layout, params)
+    if _needs_grad(q, k, v):
+        out, lse = _Attention.apply(q, k, v, layout, params)
+    else:
+        out, lse = _forward(q, k, v, layout, params)[3:]
     return (out, lse) if return_lse else out
 
 
@@ -206,7 +245,10 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     Differentiable in q, k, v."""
     params = _params(causal, softmax_scale, window, softcap, alibi_slopes, dropout_p, deterministic, backend,
                      _dropout_seed(dropout_p), block_mask)
-    out, lse = _AttentionVarlen.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params)
+    if _needs_grad(q, k, v):
+        out, lse = _AttentionVarlen.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params)
+    else:
+        out, lse = _forward_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params)[3:]
     return (out, lse) if return_lse else out
 
 

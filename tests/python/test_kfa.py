@@ -223,6 +223,29 @@ class TestCpu(Checker):
             rout, _ = reference(q[s:s + 1], k_cache[s:s + 1, :n + new], v_cache[s:s + 1, :n + new], causal=True)
             self.assertLess(max_err(out[s:s + 1], rout), 1e-12)
 
+    def test_inference_path_and_reused_options(self):
+        # without autograd (inputs without grad, or torch.no_grad) the forward runs without an autograd
+        # node and gives the same bits; calls alternating their options each get their own
+        c = Case(sq=45, sk=61)
+        outs = {}
+        for causal in (True, False, True, False):
+            q, k, v = (x.clone().requires_grad_() for x in (c.q, c.k, c.v))
+            with_grad = kfa.attention(q, k, v, causal=causal, window=(7, -1) if causal else (-1, -1))
+            self.assertIsNotNone(with_grad.grad_fn)
+            plain = kfa.attention(c.q, c.k, c.v, causal=causal, window=(7, -1) if causal else (-1, -1))
+            with torch.no_grad():
+                no_grad = kfa.attention(q, k, v, causal=causal, window=(7, -1) if causal else (-1, -1))
+            self.assertIsNone(plain.grad_fn)
+            self.assertIsNone(no_grad.grad_fn)
+            self.assertTrue(torch.equal(plain, with_grad.detach()) and torch.equal(plain, no_grad))
+            ref, _ = reference(c.q.double(), c.k.double(), c.v.double(), causal=causal,
+                               window=(7, -1) if causal else (-1, -1), dtype=torch.float64)
+            self.assertLess(max_err(plain, ref), 1e-5)
+            if causal in outs:
+                self.assertTrue(torch.equal(outs[causal], plain))
+            outs[causal] = plain
+        self.assertFalse(torch.equal(outs[True], outs[False]))
+
     def test_bad_input_raises(self):
         q = torch.randn(1, 8, 2, 16)
         with self.assertRaises(ValueError):
