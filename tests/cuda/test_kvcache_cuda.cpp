@@ -12,13 +12,12 @@
 
 using namespace kfa::test;
 
-TEMPLATE_LIST_TEST_CASE("cuda kvcache: decode kernel, contiguous and paged, splits", "[cuda][kvcache]",
-                        CudaTensorCoreCases) {
-  using S = typename TestType::space;
-  using T = typename TestType::value;
+/// The decode kernel forced at head_dim d: head groupings, page sizes, query and appended tokens, splits.
+template <class S, class T>
+void check_decode(std::int64_t d) {
   KvShape n;
   n.batch = 5;
-  n.head_dim = GENERATE(64, 128, 256);
+  n.head_dim = d;
   std::tie(n.heads, n.heads_kv) = GENERATE(table<std::int64_t, std::int64_t>({{8, 2}, {4, 4}, {16, 1}}));
   n.page_size = GENERATE(0, 16, 64, 256, 40);
   n.capacity = 700;
@@ -28,6 +27,20 @@ TEMPLATE_LIST_TEST_CASE("cuda kvcache: decode kernel, contiguous and paged, spli
   RefOptions opt;
   opt.causal = n.seqlen_q > 1;
   check_kvcache<S, T>(n, edge_lengths(n.batch, n.capacity, n.seqlen_new), opt, native_unless_too_big(n.head_dim), splits);
+}
+
+// One test case per head_dim, so that the GPU suite's shards share them out.
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: decode kernel, contiguous and paged, splits, head_dim 64", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_decode<typename TestType::space, typename TestType::value>(64);
+}
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: decode kernel, contiguous and paged, splits, head_dim 128", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_decode<typename TestType::space, typename TestType::value>(128);
+}
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: decode kernel, contiguous and paged, splits, head_dim 256", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_decode<typename TestType::space, typename TestType::value>(256);
 }
 
 TEMPLATE_LIST_TEST_CASE("cuda kvcache: the automatic choice is the decode kernel, one split or many",
@@ -55,18 +68,18 @@ TEMPLATE_LIST_TEST_CASE("cuda kvcache: the automatic choice is the decode kernel
   check_kvcache<S, T>(n, edge_lengths(n.batch, n.capacity, n.seqlen_new), ro, kfa::Backend::automatic, splits);
 }
 
-TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, many query tokens", "[cuda][kvcache]",
-                        CudaTensorCoreCases) {
-  using S = typename TestType::space;
-  using T = typename TestType::value;
+/// Window, softcap and ALiBi on a cache of page_size (0: contiguous) with seqlen_q query tokens, every
+/// combination with causal and forced splits.
+template <class S, class T>
+void check_modifiers(std::int64_t page_size, std::int64_t seqlen_q) {
   KvShape n;
   n.batch = 4;
   n.heads = 8;
   n.heads_kv = 2;
   n.head_dim = 128;
   n.capacity = 1100;
-  n.page_size = GENERATE(0, 64);
-  n.seqlen_q = GENERATE(1, 9);  // 4 x 9 = 36 packed rows: three row tiles
+  n.page_size = page_size;
+  n.seqlen_q = seqlen_q;
   n.seqlen_new = 3;
   RefOptions opt;
   opt.causal = GENERATE(false, true);
@@ -75,6 +88,23 @@ TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, many query tokens
   opt.alibi = GENERATE(std::vector<float>{}, std::vector<float>{0.25f, 0.125f, 0.06f, 0.03f, 0.5f, 0.01f, 0.2f, 0.07f});
   const int splits = GENERATE(0, 3);
   check_kvcache<S, T>(n, edge_lengths(n.batch, n.capacity, n.seqlen_new), opt, kfa::Backend::native, splits);
+}
+
+// Four test cases rather than one, so that the GPU suite's shards share them out.
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, one query token", "[cuda][kvcache]", CudaTensorCoreCases) {
+  check_modifiers<typename TestType::space, typename TestType::value>(0, 1);
+}
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, one query token, paged", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_modifiers<typename TestType::space, typename TestType::value>(64, 1);
+}
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, many query tokens", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_modifiers<typename TestType::space, typename TestType::value>(0, 9);  // 4 x 9 = 36 packed rows: three row tiles
+}
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, many query tokens, paged", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
+  check_modifiers<typename TestType::space, typename TestType::value>(64, 9);
 }
 
 TEMPLATE_LIST_TEST_CASE("cuda kvcache: the portable path reads the same caches", "[cuda][kvcache][portable]",
