@@ -9,7 +9,7 @@
 #      parameter sweeps (Catch2 tag [sweep]: the Release run has them) and the MPI tests,
 # Dependencies come from an installed Kokkos/Catch2, else ../shared/deps, else the upstream release.
 # Environment: KFA_BUILD_ROOT (default ./build), KFA_SKIP_SANITIZERS=1, KFA_CMAKE_ARGS (extra args),
-# KFA_TEST_SEED (the GPU suites' Catch2 seed), KFA_SANITIZE_THREADS (OpenMP threads of the sanitizer suites).
+# KFA_TEST_SEED (the Catch2 seed of sharded suites).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${KFA_BUILD_ROOT:-$root/build}
@@ -17,7 +17,6 @@ jobs=$(nproc)
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 extra=(${KFA_CMAKE_ARGS:-})
-user_omp=${OMP_NUM_THREADS:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_PROC_BIND=${OMP_PROC_BIND:-false}
 step() { printf '\n== %s (%d s in) ==\n' "$*" "$SECONDS"; }
 
@@ -57,11 +56,15 @@ if has_nvidia_gpu; then
   KFA_TEST_SEED=${KFA_TEST_SEED:-$RANDOM} ctest --test-dir "$out/cuda" --output-on-failure -j "$jobs"
 fi
 
+# With many cores the host suites run as Catch2 shards of one seed side by side too (two OpenMP threads
+# each); with few (CI's two) as one process each.
+host_shards=1 host_j=1
+[ "$jobs" -ge 8 ] && host_shards=$(( jobs / 2 )) host_j=$jobs
 step "Release build (kfa and Kokkos as shared libraries) and host test suites"
 cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$catch2" \
-  -DBUILD_SHARED_LIBS=ON "${python_args[@]}" "${extra[@]}"
+  -DBUILD_SHARED_LIBS=ON -DKFA_HOST_TEST_SHARDS=$host_shards "${python_args[@]}" "${extra[@]}"
 cmake --build "$out/release" --parallel "$jobs"
-ctest --test-dir "$out/release" --output-on-failure --verbose  # verbose: each suite's Catch2 summary
+ctest --test-dir "$out/release" --output-on-failure --verbose -j "$host_j"  # verbose: each suite's Catch2 summary
 
 step "Install, then build and run a consumer through find_package(kfa)"
 cmake --install "$out/release" --prefix "$out/install" >/dev/null
@@ -81,13 +84,10 @@ if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
+    -DKFA_HOST_TEST_SHARDS=$host_shards \
     -DCMAKE_PREFIX_PATH="$out/install;$catch2" "${extra[@]}"
   cmake --build "$out/sanitize" --parallel "$jobs"
-  # up to 8 OpenMP threads where the cores are there (2 on a 2-core machine), unless OMP_NUM_THREADS was given
-  san_threads=${KFA_SANITIZE_THREADS:-$(( jobs > 8 ? 8 : jobs > 2 ? jobs : 2 ))}
-  [ -n "${user_omp:-}" ] && san_threads=$OMP_NUM_THREADS
-  OMP_NUM_THREADS=$san_threads ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir "$out/sanitize" --output-on-failure
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure -j "$host_j"
 fi
 
 step "All test suites passed"
