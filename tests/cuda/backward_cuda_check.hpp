@@ -273,7 +273,7 @@ struct Buf {
   }
 };
 
-inline unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + 127) / 128); }
+inline unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>(n > 0 ? (n + 127) / 128 : 1); }  // >= 1 block
 
 }  // namespace ref
 
