@@ -200,23 +200,25 @@ __global__ void rows_plain(Dims c, const double* q, const double* k, const doubl
   float* acc = dqf + at(b, i, h, c.sq, c.h, D);
   for (std::int64_t e = 0; e < D; ++e) acc[e] = 0.0f;
   float mx = -INFINITY;
-  for (std::int64_t j = 0; j < c.sk; ++j) mx = fmaxf(mx, plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale));
+  auto score = [&](std::int64_t j) { return plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale); };
+  for (std::int64_t j = 0; j < c.sk; ++j) mx = fmaxf(mx, score(j));
   float sum = 0, dd = 0;
   if (mx != -INFINITY) {
-    for (std::int64_t j = 0; j < c.sk; ++j) sum += expf(plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale) - mx);
+    for (std::int64_t j = 0; j < c.sk; ++j) sum += expf(score(j) - mx);
     for (std::int64_t j = 0; j < c.sk; ++j) {
-      const float p = rnd<T>(expf(plain_score<T>(c, qi, k + at(b, j, hk, c.sk, c.hkv, D), i, j, scale) - mx) / sum);
+      const float p = rnd<T>(expf(score(j) - mx) / sum);
       dd += p * rnd<T>(dot<float>(doi, v + at(b, j, hk, c.sk, c.hkv, D), D));
     }
     for (std::int64_t j = 0; j < c.sk; ++j) {
       const double* kj = k + at(b, j, hk, c.sk, c.hkv, D);
-      const float p = rnd<T>(expf(plain_score<T>(c, qi, kj, i, j, scale) - mx) / sum);
+      const float p = rnd<T>(expf(score(j) - mx) / sum);
       const float ds = rnd<T>(p * (rnd<T>(dot<float>(doi, v + at(b, j, hk, c.sk, c.hkv, D), D)) - dd));
       for (std::int64_t e = 0; e < D; ++e) acc[e] += ds * float(kj[e]);
     }
   }
   stats[3 * r] = mx, stats[3 * r + 1] = sum, stats[3 * r + 2] = dd;
-  for (std::int64_t e = 0; e < D; ++e) dq[at(b, i, h, c.sq, c.h, D) + e] = mx == -INFINITY ? 0.0 : rnd<T>(acc[e] * scale);
+  for (std::int64_t e = 0; e < D; ++e)
+    dq[at(b, i, h, c.sq, c.h, D) + e] = mx == -INFINITY ? 0.0 : rnd<T>(acc[e] * scale);
 }
 
 /// Input precision, thread (b, hk, j): per query head, dK and dV of key j summed in fp32 and rounded to
@@ -278,13 +280,14 @@ inline unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>(n > 0 
 }  // namespace ref
 
 /// fp64 forward (O, LSE) and backward (dQ, dK, dV), straight from the definitions (on the GPU).
-inline void reference(const Case& c, const Host& in, std::vector<double>& o, std::vector<double>& lse, std::vector<double>& dq,
-                      std::vector<double>& dk, std::vector<double>& dv, bool want_grads) {
+inline void reference(const Case& c, const Host& in, std::vector<double>& o, std::vector<double>& lse,
+                      std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv, bool want_grads) {
   const ref::Dims n = ref::dims_of(c);
   const ref::Buf<double> q(in.q), k(in.k), v(in.v), dout(in.dout);
   ref::Buf<double> od(in.q.size()), lsed(c.b * c.h * c.sq), dsum(c.b * c.h * c.sq), dqd(in.q.size()), dkd(in.k.size()),
       dvd(in.k.size());
-  ref::rows64<<<ref::blocks_for(c.b * c.h * c.sq), 128>>>(n, q.p, k.p, v.p, dout.p, od.p, lsed.p, dsum.p, dqd.p, want_grads);
+  ref::rows64<<<ref::blocks_for(c.b * c.h * c.sq), 128>>>(n, q.p, k.p, v.p, dout.p, od.p, lsed.p, dsum.p, dqd.p,
+                                                          want_grads);
   KFA_BWD_CHECK_CUDA(cudaGetLastError());
   if (want_grads) {
     ref::keys64<<<ref::blocks_for(c.b * c.hkv * c.sk), 128>>>(n, q.p, k.p, v.p, dout.p, lsed.p, dsum.p, dkd.p, dvd.p);
@@ -305,7 +308,8 @@ void plain_backward(const Case& c, const Host& in, std::vector<double>& dq, std:
   ref::Buf<double> dqd(in.q.size()), dkd(in.k.size()), dvd(in.k.size());
   ref::rows_plain<T><<<ref::blocks_for(c.b * c.h * c.sq), 128>>>(n, q.p, k.p, v.p, dout.p, stats.p, dqf.p, dqd.p);
   KFA_BWD_CHECK_CUDA(cudaGetLastError());
-  ref::keys_plain<T><<<ref::blocks_for(c.b * c.hkv * c.sk), 128>>>(n, q.p, k.p, v.p, dout.p, stats.p, scratch.p, dkd.p, dvd.p);
+  ref::keys_plain<T><<<ref::blocks_for(c.b * c.hkv * c.sk), 128>>>(n, q.p, k.p, v.p, dout.p, stats.p, scratch.p,
+                                                                   dkd.p, dvd.p);
   KFA_BWD_CHECK_CUDA(cudaGetLastError());
   dq = dqd.get(), dk = dkd.get(), dv = dvd.get();
 }

@@ -26,7 +26,8 @@ void check_decode(std::int64_t d) {
   const int splits = GENERATE(0, 7);
   RefOptions opt;
   opt.causal = n.seqlen_q > 1;
-  check_kvcache<S, T>(n, edge_lengths(n.batch, n.capacity, n.seqlen_new), opt, native_unless_too_big(n.head_dim), splits);
+  check_kvcache<S, T>(n, edge_lengths(n.batch, n.capacity, n.seqlen_new), opt, native_unless_too_big(n.head_dim),
+                      splits);
 }
 
 // One test case per head_dim, so that the GPU suite's shards share them out.
@@ -91,7 +92,8 @@ void check_modifiers(std::int64_t page_size, std::int64_t seqlen_q) {
 }
 
 // Four test cases rather than one, so that the GPU suite's shards share them out.
-TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, one query token", "[cuda][kvcache]", CudaTensorCoreCases) {
+TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, one query token", "[cuda][kvcache]",
+                        CudaTensorCoreCases) {
   check_modifiers<typename TestType::space, typename TestType::value>(0, 1);
 }
 TEMPLATE_LIST_TEST_CASE("cuda kvcache: window, softcap, ALiBi, one query token, paged", "[cuda][kvcache]",

@@ -28,7 +28,8 @@ struct Sm90Epilogue {
   /// Writes consumer warpgroup wg's rows of `tile` (O from acc_o, row_max and this lane's partial
   /// row_sum) and its LSE, then frees its Q buffer.
   __device__ __forceinline__ static void store(const CUtensorMap* o_map, const detail::ForwardArgs& a,
-                                               const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, int wg,
+                                               const Sm90Smem<D, Featured>& smem,
+                                               const Sm90Barriers<D, Featured>& bar, int wg,
                                                const Tile& tile, const float (&acc_o)[D / 2],
                                                const float (&row_max)[2], const float (&row_sum)[2]) {
     stage(a, smem.q(), wg, tile, acc_o, row_max, row_sum);

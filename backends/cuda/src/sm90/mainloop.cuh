@@ -54,6 +54,8 @@ struct Sm90Mainloop {
   using Mma_o = Wgmma<D, T>;
   using Tile = Sm90Tile<D, Featured>;
   using Ring = Sm90PipelineState<S>;
+  using Smem = Sm90Smem<D, Featured>;
+  using Bars = Sm90Barriers<D, Featured>;
 
   float acc_s[BN / 2];
   float acc_o[D / 2];
@@ -62,8 +64,8 @@ struct Sm90Mainloop {
 
   /// The main loop over the visited key tiles of `tile` (warpgroup `wg` of the consumers); `ring` is
   /// the slot of this block's next K/V tile, advanced past this tile's.
-  __device__ __forceinline__ void run(const detail::ForwardArgs& a, const Sm90Smem<D, Featured>& smem,
-                                      const Sm90Barriers<D, Featured>& bar, int wg, const Tile& tile, Ring& ring,
+  __device__ __forceinline__ void run(const detail::ForwardArgs& a, const Smem& smem,
+                                      const Bars& bar, int wg, const Tile& tile, Ring& ring,
                                       float scale_log2) {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -132,7 +134,7 @@ struct Sm90Mainloop {
 
  private:
   /// S = Q K^T of the key tile in slot `st`, issued (not waited for).
-  __device__ __forceinline__ void issue_scores(const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, int wg,
+  __device__ __forceinline__ void issue_scores(const Smem& smem, const Bars& bar, int wg,
                                                const Ring& st) {
     mbar_wait(bar.k_full(st.index), st.phase);
     fence_registers(acc_s);
@@ -154,7 +156,7 @@ struct Sm90Mainloop {
   }
 
   /// O += P V of the key tile in slot `st`, issued.
-  __device__ __forceinline__ void issue_pv(const Sm90Smem<D, Featured>& smem, const Sm90Barriers<D, Featured>& bar, const Ring& st) {
+  __device__ __forceinline__ void issue_pv(const Smem& smem, const Bars& bar, const Ring& st) {
     mbar_wait(bar.v_full(st.index), st.phase);
     fence_registers(acc_o);
     wgmma_fence();
@@ -169,14 +171,14 @@ struct Sm90Mainloop {
   /// synchronize first, so that lane 0's arrival (release) orders every lane's read of the slot's walk
   /// word (visit) before the producer rewrites it (compute-sanitizer racecheck reported the producer's
   /// write against visit's read without it). The dense kernel reads the slot through wgmma only.
-  __device__ __forceinline__ static void release(const Sm90Barriers<D, Featured>& bar, const Ring& st, int lane) {
+  __device__ __forceinline__ static void release(const Bars& bar, const Ring& st, int lane) {
     if constexpr (Featured) __syncwarp();
     if (lane == 0) mbar_arrive(bar.kv_free(st.index));
   }
 
   /// The j-th visited key tile, in slot `st`: the trip's tiles in order, or (Featured) the producer's
   /// word of the slot, read once the slot's K has landed.
-  __device__ __forceinline__ static Sm90Visit visit(const Sm90Smem<D, Featured>& smem, const Tile& tile, const Ring& st, int j) {
+  __device__ __forceinline__ static Sm90Visit visit(const Smem& smem, const Tile& tile, const Ring& st, int j) {
     if constexpr (Featured) {
       std::uint32_t w;
       asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(w) : "r"(smem.slot_word(st.index)) : "memory");
@@ -214,8 +216,9 @@ struct Sm90Mainloop {
       // 2^30 - 2 keys reach every key, so they are clamped there (no sum below overflows).
       constexpr std::int64_t lim = (1 << 30) - 2;
       const int sk = static_cast<int>(a.shape.seqlen_k) - col0;  // keys of the tile's columns on
-      const int wl = static_cast<int>(a.score.window_left < 0 || a.score.window_left > lim ? lim : a.score.window_left);
-      const int wr = static_cast<int>(a.score.window_right < 0 || a.score.window_right > lim ? lim : a.score.window_right);
+      const std::int64_t wl64 = a.score.window_left, wr64 = a.score.window_right;
+      const int wl = static_cast<int>(wl64 < 0 || wl64 > lim ? lim : wl64);
+      const int wr = static_cast<int>(wr64 < 0 || wr64 > lim ? lim : wr64);
       const int d0 = my_row + static_cast<int>(a.shape.seqlen_k - a.shape.seqlen_q) - col0;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {

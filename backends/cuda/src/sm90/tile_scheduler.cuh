@@ -53,7 +53,10 @@ struct Sm90Tile {
   }
   /// A tile past its packed sequence's end: no block work at all (producer and consumers skip it).
   __device__ bool past_end() const { return Featured && row0 >= seqlen_q; }
-  __device__ int row_end() const { return seqlen_q - row0 < Sm90Shape<D, Featured>::block_m ? seqlen_q : row0 + Sm90Shape<D, Featured>::block_m; }
+  __device__ int row_end() const {
+    constexpr int BM = Sm90Shape<D, Featured>::block_m;
+    return seqlen_q - row0 < BM ? seqlen_q : row0 + BM;
+  }
   __device__ detail::Shape shape(const detail::Shape& call) const {
     detail::Shape s = call;
     s.seqlen_q = seqlen_q;
