@@ -12,18 +12,23 @@
 #      TOOLS=1 (also build backends/cuda/tools), SANITIZE ("racecheck:FILTER;memcheck:FILTER"),
 #      DECODE=1 (kfa-decode-bench beside the peers' decode, as GB/s and fractions of the copy bandwidth),
 #      BWD=1 (the native backward's bwd_check sweep, and --bench beside the peers' dense fwd + bwd, with
-#      BWD_MMA=1 also under KFA_CUDA_BACKWARD=mma; needs TOOLS=1), BWD_FORCED ("mma": the backward
+#      BWD_MMA=1 also under KFA_CUDA_BACKWARD=mma, BWD_BENCH_DIMS "64,128": those head dims only, without
+#      the deterministic runs, BWD_SWEEP=0: without the bwd_check sweep; needs TOOLS=1), BWD_FORCED ("mma": the backward
 #      kernels the suites' [backward] cases run once more under, forced), BWD_SANITIZE=1 (memcheck and
 #      racecheck of bwd_check --quick), FWD_VARIANTS ("NAME=HEADER ...": Hopper forward tile variants,
 #      perf/gpu/sm90_tile_variants.py; timed beside the base build and the peers by
-#      backends/cuda/tools/fwd_vs_peers.py, then each checked by fwd_check; needs TOOLS=1)
+#      backends/cuda/tools/fwd_vs_peers.py, then each checked by fwd_check; needs TOOLS=1), BWD_VARIANTS
+#      (likewise for the Hopper backward, head dims BWD_VARIANT_DIMS (64): each variant's bwd_check
+#      --quick and --bench D beside the base build's; needs TOOLS=1 and BWD=1), VARIANT_DIR (where the
+#      variants' objects go: /tmp/kfa-variants, outside OUT_DIR), BENCH_TARGETS (the benchmarks built;
+#      "" for none)
 set -uo pipefail
 out="${1:?OUT_DIR}"; build="${2:-/tmp/build-cuda}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 deps="${KFA_DEPS_DIR:-$root/.deps}"
 mkdir -p "$out"
 source "$root/perf/gpu/cuda_build.sh"
-KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-feature-bench kfa-gpu-bench kfa-decode-bench ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
+KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda ${BENCH_TARGETS-kfa-feature-bench kfa-gpu-bench kfa-decode-bench} ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
   -- ${TOOLS:+-DKFA_CUDA_TOOLS=ON} || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 host references dominate)
@@ -125,15 +130,17 @@ PY
 fi
 if [ "${BWD:-0}" = 1 ]; then
   bwdc="$build/backends/cuda/kfa-cuda-bwd-check"
-  timeout 200 "$bwdc" > "$out/bwd_check.txt" 2>&1
-  echo "bwd_check sweep: rc=$? $(tail -1 "$out/bwd_check.txt")"; grep FAIL "$out/bwd_check.txt" | head -8
+  if [ "${BWD_SWEEP:-1}" = 1 ]; then
+    timeout 200 "$bwdc" > "$out/bwd_check.txt" 2>&1
+    echo "bwd_check sweep: rc=$? $(tail -1 "$out/bwd_check.txt")"; grep FAIL "$out/bwd_check.txt" | head -8
+  fi
   if [ "${BWD_SANITIZE:-0}" = 1 ]; then
     for tool in memcheck racecheck; do
       timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 "$bwdc" --quick > "$out/bwd_$tool.log" 2>&1
       echo "bwd_check --quick under $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|checks:" "$out/bwd_$tool.log" | tr '\n' ' ')"
     done
   fi
-  timeout 200 "$bwdc" --bench > "$out/kfa_bwd.txt" 2> "$out/kfa_bwd.err"
+  timeout 200 "$bwdc" --bench ${BWD_BENCH_DIMS:-} > "$out/kfa_bwd.txt" 2> "$out/kfa_bwd.err"
   echo "kfa bwd bench: rc=$?"
   if [ "${BWD_MMA:-0}" = 1 ]; then
     KFA_CUDA_BACKWARD=mma timeout 200 "$bwdc" --bench > "$out/kfa_bwd_mma.txt" 2>&1
@@ -162,7 +169,7 @@ PY
 fi
 if [ -n "${FWD_VARIANTS:-}" ]; then
   fwdc="$build/backends/cuda/kfa-cuda-fwd-check"
-  vlist=$(python3 "$root/perf/gpu/sm90_tile_variants.py" "$build" "$out/variants" $FWD_VARIANTS 2> "$out/variants.err") \
+  vlist=$(python3 "$root/perf/gpu/sm90_tile_variants.py" "$build" "${VARIANT_DIR:-/tmp/kfa-variants}" $FWD_VARIANTS 2> "$out/variants.err") \
     || { echo "tile variants failed:"; tail -20 "$out/variants.err"; vlist=""; }
   vargs=(); for v in $vlist; do vargs+=(--variant "$v"); done
   timeout 420 python3 "$root/backends/cuda/tools/fwd_vs_peers.py" "$fwdc" --reps 20 --out "$out/fwd_peers.json" \
@@ -171,6 +178,19 @@ if [ -n "${FWD_VARIANTS:-}" ]; then
   for exe in "$fwdc" $(printf '%s\n' $vlist | cut -d= -f2); do
     timeout ${CHECK_TIMEOUT:-90} "$exe" > "$out/check_$(basename "$exe").txt" 2>&1
     echo "$(basename "$exe") (correctness): rc=$? $(tail -1 "$out/check_$(basename "$exe").txt")"
+  done
+fi
+if [ -n "${BWD_VARIANTS:-}" ]; then
+  bwdc="$build/backends/cuda/kfa-cuda-bwd-check" vd="${BWD_VARIANT_DIMS:-64}"
+  vlist=$(KFA_VARIANT_KIND=bwd KFA_VARIANT_DIMS="$vd" python3 "$root/perf/gpu/sm90_tile_variants.py" "$build" \
+    "${VARIANT_DIR:-/tmp/kfa-variants}" $BWD_VARIANTS 2> "$out/bwd_variants.err") \
+    || { echo "backward variants failed:"; tail -20 "$out/bwd_variants.err"; vlist=""; }
+  echo; echo "Hopper backward variants, bf16, TFLOP/s (bwd_check --bench $vd, median of 15), correctness by --quick:"
+  for v in "base=$bwdc" $vlist; do
+    name=${v%%=*} exe=${v#*=}
+    timeout 120 "$exe" --quick > "$out/bwd_quick_$name.txt" 2>&1; qrc=$?
+    timeout 150 "$exe" --bench "$vd" > "$out/bwd_bench_$name.txt" 2>&1
+    echo "$name (--quick rc=$qrc: $(tail -1 "$out/bwd_quick_$name.txt")): $(awk '$1 ~ /^[0-9]+$/ {printf "d%s %s %s %s | ", $1, ($2 == "yes" ? "causal" : "full"), $3, $7}' "$out/bwd_bench_$name.txt")" | tee -a "$out/table.txt"
   done
 fi
 # compute-sanitizer on a reduced sweep: SANITIZE="tool:Catch2 filter;tool:filter"

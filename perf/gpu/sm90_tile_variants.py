@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tile-shape experiments of the Hopper forward without a full build per variant.
+"""Tile-shape experiments of the Hopper forward (or backward) without a full build per variant.
 
   sm90_tile_variants.py BUILD OUT NAME=HEADER [NAME=HEADER ...]
 
@@ -10,17 +10,24 @@ KFA_VARIANT_DIMS (a regex, default every head dim) picks the translation units. 
 src/sm90/forward_sm90_config.hpp, e.g. KFA_SM90_TILES_128), in parallel, and kfa-cuda-fwd-check is linked
 again with those objects ahead of libkfa_cuda.a, so that the variant's instances replace the default ones.
 Prints one line per variant, NAME=OUT/fwd_check_NAME, for fwd_vs_peers.py --variant.
+KFA_VARIANT_KIND=bwd does the same for the Hopper backward: its translation units
+(backward_sm90_d*_bf16.cu, macros of src/sm90/backward/shape.cuh) and kfa-cuda-bwd-check, giving
+NAME=OUT/bwd_check_NAME.
 """
 import json, os, re, shlex, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 
 
+KIND = os.environ.get("KFA_VARIANT_KIND", "fwd")
+FAMILY, TARGET = {"fwd": ("forward_sm90", "kfa-cuda-fwd-check"), "bwd": ("backward_sm90", "kfa-cuda-bwd-check")}[KIND]
+
+
 def link_command(build):
-    """(cwd, argv) of kfa-cuda-fwd-check's link step, for Makefile and Ninja builds."""
-    txt = os.path.join(build, "backends/cuda/CMakeFiles/kfa-cuda-fwd-check.dir/link.txt")
+    """(cwd, argv) of the check tool's link step, for Makefile and Ninja builds."""
+    txt = os.path.join(build, f"backends/cuda/CMakeFiles/{TARGET}.dir/link.txt")
     if os.path.exists(txt):
         return os.path.join(build, "backends/cuda"), shlex.split(open(txt).read().splitlines()[0])
-    cmds = subprocess.run(["ninja", "-C", build, "-t", "commands", "kfa-cuda-fwd-check"], check=True,
+    cmds = subprocess.run(["ninja", "-C", build, "-t", "commands", TARGET], check=True,
                           capture_output=True, text=True).stdout.splitlines()
     line = cmds[-1].strip()
     line = re.sub(r"^:\s*&&\s*", "", line)
@@ -38,9 +45,9 @@ def main():
         db = json.loads(subprocess.run(["ninja", "-C", build, "-t", "compdb"], check=True, capture_output=True,
                                        text=True).stdout)
     dims = os.environ.get("KFA_VARIANT_DIMS", r"\d+")  # e.g. "128" or "(64|128)"
-    tus = [e for e in db if re.search(rf"forward_sm90_d{dims}_bf16\.cu$", e["file"])]
+    tus = [e for e in db if re.search(rf"{FAMILY}_d{dims}_bf16\.cu$", e["file"])]
     if not tus:
-        sys.exit("no forward_sm90_d*_bf16.cu in compile_commands.json")
+        sys.exit(f"no {FAMILY}_d*_bf16.cu in compile_commands.json")
     jobs = []
     for spec in specs:
         name, header = spec.split("=", 1)
@@ -67,7 +74,7 @@ def main():
     o = link.index("-o")
     for spec in specs:
         name = spec.split("=", 1)[0]
-        exe = os.path.join(out, f"fwd_check_{name}")
+        exe = os.path.join(out, f"{KIND}_check_{name}")
         argv = list(link)
         argv[o + 1] = exe
         lib = next(i for i, a in enumerate(argv) if a.endswith("libkfa_cuda.a"))

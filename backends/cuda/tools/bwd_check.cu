@@ -4,7 +4,7 @@
 //                        precision + eps), NaN-poisoned outputs, deterministic mode bitwise stable.
 //   bwd_check --quick    a few small cases (for compute-sanitizer)
 //   bwd_check --profile D CAUSAL SEQLEN DET   one configuration, once after warm-up (for ncu)
-//   bwd_check --bench    FlashAttention-2 paper setup (bf16, batch*seqlen = 16k, hidden 2048),
+//   bwd_check --bench [D,D..]  FlashAttention-2 paper setup (bf16, batch*seqlen = 16k, hidden 2048),
 //                        median of cudaEvent-timed runs, TFLOP/s with bwd FLOPs = 2.5 x 4*B*H*N*N*d
 //                        (halved when causal).
 #include <cuda_bf16.h>
@@ -88,14 +88,16 @@ __global__ void fill_const(float* x, std::size_t n, float v) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) x[i] = v;
 }
 
-// One configuration of the benchmark, run `reps` times (for a profiler): d, causal, seqlen, deterministic.
-int run_bench(int only_d = 0, int only_causal = -1, std::int64_t only_n = 0, int only_det = -1, int reps = 15) {
+// The benchmark, or a part of it: head dims `dims` (empty: all), causal or not, one seqlen, deterministic
+// or not, each configuration run `reps` times (a profiler's run: one configuration, once).
+int run_bench(std::vector<int> dims = {}, int only_causal = -1, std::int64_t only_n = 0, int only_det = -1,
+              int reps = 15) {
   std::printf("%-4s %-6s %-6s %-3s %-4s %-9s %-9s %-9s %-9s\n", "d", "causal", "seqlen", "B", "H", "ms", "TFLOP/s",
               "det ms", "det TF/s");
   for (int d : {64, 96, 128, 256})
     for (bool causal : {false, true})
       for (std::int64_t N : {1024, 4096, 16384}) {
-        if ((only_d && d != only_d) || (only_causal >= 0 && int(causal) != only_causal) || (only_n && N != only_n)) continue;
+        if ((!dims.empty() && std::find(dims.begin(), dims.end(), d) == dims.end()) || (only_causal >= 0 && int(causal) != only_causal) || (only_n && N != only_n)) continue;
         const std::int64_t B = 16384 / N, H = 2048 / d;
         const std::size_t n = std::size_t(B) * N * H * d;
         __nv_bfloat16 *q, *k, *v, *o, *go, *dq, *dk, *dv;
@@ -153,8 +155,17 @@ int run_bench(int only_d = 0, int only_causal = -1, std::int64_t only_n = 0, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return run_bench();
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {  // --bench [d,d,...]: those head dims, no deterministic runs
+    if (argc == 2) return run_bench();
+    std::vector<int> dims;
+    for (const char* c = argv[2]; *c;) {
+      char* end;
+      dims.push_back(static_cast<int>(std::strtol(c, &end, 10)));
+      c = *end == ',' ? end + 1 : end + std::strlen(end);
+    }
+    return run_bench(dims, -1, 0, 0);
+  }
   if (argc > 5 && std::strcmp(argv[1], "--profile") == 0)  // --profile d causal seqlen det
-    return run_bench(std::atoi(argv[2]), std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]), 1);
+    return run_bench({std::atoi(argv[2])}, std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]), 1);
   return run_checks(argc > 1 && std::strcmp(argv[1], "--quick") == 0);
 }

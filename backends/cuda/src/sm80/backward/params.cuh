@@ -64,20 +64,22 @@ struct RowStats {
   float lse_log2, dsum;
 };
 
+/// lse in log2 units, +inf for a row that saw no key (lse = -inf).
+__device__ inline float lse_log2(float lse) {
+  return lse == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : lse * 1.4426950408889634f;
+}
+
 __device__ inline RowStats row_stats(const KernelParams& p, const float* lse_bh, const RowMap& rm, std::int64_t row,
                                      std::int64_t seqlen_q) {
   if (row >= seqlen_q) return {__int_as_float(0x7f800000), 0.0f};
-  const float lse = lse_bh[row * p.lse.stride_s];
-  const float l2 = lse == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : lse * 1.4426950408889634f;
-  return {l2, p.dsum[rm(row)]};
+  return {lse_log2(lse_bh[row * p.lse.stride_s]), p.dsum[rm(row)]};
 }
 
 /// The dense kernels' form: row `row` of (b, h) of the padded batch.
 __device__ inline RowStats row_stats(const KernelParams& p, std::int64_t b, std::int64_t h, std::int64_t row) {
   if (row >= p.shape.seqlen_q) return {__int_as_float(0x7f800000), 0.0f};
   const float lse = static_cast<const float*>(p.lse.data)[b * p.lse.stride_b + h * p.lse.stride_h + row * p.lse.stride_s];
-  const float l2 = lse == -__int_as_float(0x7f800000) ? __int_as_float(0x7f800000) : lse * 1.4426950408889634f;
-  return {l2, p.dsum[row_index(p, b, h, row)]};
+  return {lse_log2(lse), p.dsum[row_index(p, b, h, row)]};
 }
 
 }  // namespace kfa::cuda::bwd

@@ -33,17 +33,17 @@
 namespace kfa::cuda::hopper {
 
 template <int D, class T, bool Featured>
-__global__ void __launch_bounds__(Sm90BwdShape<D>::threads, 1)
+__global__ void __launch_bounds__(Sm90BwdShape<D, Featured>::threads, 1)
     backward_sm90_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                          const __grid_constant__ CUtensorMap v_map, const __grid_constant__ CUtensorMap do_map,
                          const __grid_constant__ CUtensorMap dq_map, const __grid_constant__ bwd::KernelParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // wgmma and setmaxnreg exist on sm_90a only
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   extern __shared__ unsigned char smem_raw[];
   const std::uint32_t raw = ptx::smem_addr(smem_raw);
   const std::uint32_t base = (raw + 1023) & ~1023u;  // 128-byte swizzle atoms are 1024-byte aligned
-  const Sm90BwdSmem<D> smem{base, smem_raw + (base - raw)};
-  const Sm90BwdBarriers<D> bar = smem.barriers();
+  const Sm90BwdSmem<D, Featured> smem{base, smem_raw + (base - raw)};
+  const Sm90BwdBarriers<D, Featured> bar = smem.barriers();
   const int bh = static_cast<int>(blockIdx.x);
   const int b = bh / static_cast<int>(p.shape.heads_kv), hk = bh % static_cast<int>(p.shape.heads_kv);
   const int n0 = static_cast<int>(blockIdx.y) * F::block_k;
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(Sm90BwdShape<D>::threads, 1)
 
 template <int D, class T, bool Featured>
 void launch_backward_sm90_variant(const bwd::KernelParams& p, detail::DType dtype, cudaStream_t stream) {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   const auto& s = p.shape;
   // Packed sequences: the maps cover the packed rows as one batch (make_tensor_map: batch stride 0),
   // and the accumulator's rows are (packed query, head) pairs (sm80/backward/params.cuh, row_map).
@@ -92,8 +92,8 @@ void launch_backward_sm90_variant(const bwd::KernelParams& p, detail::DType dtyp
   const CUtensorMap k_map = make_tensor_map(p.k, dtype, s.batch, rows_k, s.heads_kv, D, F::block_k);
   const CUtensorMap v_map = make_tensor_map(p.v, dtype, s.batch, rows_k, s.heads_kv, D, F::block_k);
   const CUtensorMap dq_map =
-      p.varlen.enabled() ? make_accum_map(p.dq_accum, s.heads, rows_q, D, s.heads * D, D, F::block_q)
-                         : make_accum_map(p.dq_accum, s.batch * s.heads, s.seqlen_q, D, D, s.seqlen_q * D, F::block_q);
+      p.varlen.enabled() ? make_accum_map(p.dq_accum, s.heads, rows_q, D, s.heads * D, D, F::dq_rows)
+                         : make_accum_map(p.dq_accum, s.batch * s.heads, s.seqlen_q, D, D, s.seqlen_q * D, F::dq_rows);
   const dim3 grid(static_cast<unsigned>(s.batch * s.heads_kv), static_cast<unsigned>((s.seqlen_k + F::block_k - 1) / F::block_k));
   auto kernel = backward_sm90_kernel<D, T, Featured>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, F::smem_bytes);

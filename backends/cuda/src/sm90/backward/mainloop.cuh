@@ -35,16 +35,17 @@ namespace kfa::cuda::hopper {
 
 template <int D, class T, bool Featured>
 struct Sm90BwdMainloop {
-  using F = Sm90BwdShape<D>;
-  static constexpr int BK = F::block_k, BQ = F::block_q, KS = D / 16;
-  using MmaS = Wgmma<BQ, T>;           // S^T, dP^T: 64 keys x BQ queries
+  using F = Sm90BwdShape<D, Featured>;
+  static constexpr int BK = F::block_k, BQ = F::block_q, KS = D / 16, DPN = F::dp_rows;
   using MmaD = Wgmma<D, T>;            // dV, dK: 64 keys x D
-  using MmaQ = Wgmma<F::dq_cols, T>;   // dQ: BQ queries x dq_cols
+  using MmaQ = Wgmma<F::dq_cols, T>;   // dQ: dq_rows (64) queries x dq_cols
+  // The block bits and dropout flags of a step are one 32-bit word per thread: 64-row steps only.
+  static_assert(!Featured || BQ == 64, "Featured steps are 64 rows");
 
   float dk[D / 2], dv[D / 2];
 
-  __device__ __forceinline__ void run(const bwd::KernelParams& p, int b, int n0, int cw, const Sm90BwdSmem<D>& smem,
-                                      const Sm90BwdBarriers<D>& bar, const Sm90BwdBlock& blk) {
+  __device__ __forceinline__ void run(const bwd::KernelParams& p, int b, int n0, int cw, const Sm90BwdSmem<D, Featured>& smem,
+                                      const Sm90BwdBarriers<D, Featured>& bar, const Sm90BwdBlock& blk) {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -59,7 +60,9 @@ struct Sm90BwdMainloop {
 #pragma unroll 1
     for (int it = 0;; ++it, ring.advance()) {
       const int s = ring.index, buf = it & 1;
-      float acc_s[BQ / 2], acc_dp[BQ / 2];
+      // S^T of the whole step; dP^T in parts of DPN queries (Sm90BwdShape::dp_rows): a later part is
+      // issued once the half before it has made its dS^T, so that one part's dP^T is live at a time.
+      float acc_s[BQ / 2], acc_dp[BQ / DPN][DPN / 2];
       mbar_wait(bar.q_full(ring.index), ring.phase);
       const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(s));
       // The dQ writer's copy of the word, written now (two buffers: the writer has read the one of
@@ -76,7 +79,9 @@ struct Sm90BwdMainloop {
       // Keys g + 8 hh at or past seqlen_k: their elements' bits cleared (with the block bits, if any).
       const int kmax = shape.seqlen_k - key_w - g;
       const std::uint32_t key_bits = (kmax > 0 ? 0x33333333u : 0u) | (kmax > 8 ? 0xCCCCCCCCu : 0u);
-      issue_scores(acc_s, acc_dp, smem, ring, cw);
+      wgmma_fence();
+      issue_kq<BQ>(acc_s, smem.k(), smem.q(s), cw);
+      issue_kq<DPN>(acc_dp[0], smem.v(), smem.dout(s), cw);
       auto fw_addr = [&] { return smem.feature_words(cw, static_cast<int>(threadIdx.x % 128)); };
       if constexpr (Featured) {
         // The features' per-element words (features.cuh), made while the S^T product runs and kept in
@@ -91,7 +96,9 @@ struct Sm90BwdMainloop {
       fence_registers(acc_s);
 
       // P^T from S^T in place (times dx/d dot under softcap: what dS^T needs), and P^T Z packed as
-      // dV's A operand. Query rows past seqlen_q have lse +inf (row_stats) and come out 0.
+      // dV's A operand. Query rows past seqlen_q have lse +inf (row_stats) and come out 0. A step of
+      // 128 rows goes in two halves of 64 queries (P^T, dV, dS^T, dK of one half, then the other's),
+      // so that only one half's fp32 values and packed fragments are live at a time.
       const float* lse = smem.lse(s);
       const float* dsum = smem.dsum(s);
       std::uint32_t frag_p[BQ / 16][4], frag_ds[BQ / 16][4];
@@ -99,52 +106,70 @@ struct Sm90BwdMainloop {
       if constexpr (Featured) {
         asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(mk.allow), "=r"(keep) : "r"(fw_addr()) : "memory");
         mk.allow &= key_bits;
-        const bwd::FeatureMod fm = bwd::feature_mod(p.score, step.h);
-        // |query + shift - key| at element (i, hh, e) is |alibi0 + 8 i + e - 8 hh|
-        const float alibi0 = static_cast<float>(step.m0 + 2 * t + shift - key_w - g);
-        // Three variants: softcap (tanh on the special-function unit, ALiBi and dropout as no-ops when
-        // off), ALiBi and/or dropout, and none (block masks and packed sequences only: the dense
-        // softmax). One variant per combination spilled registers.
-        const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
-        if (fm.softcap)
-          probabilities<true, true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
-        else if (fm.alibi || p.dropout.on)
-          probabilities<false, true>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep, ks, t);
-        else
-          probabilities<false, false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, 0.0f, keep, 1.0f, t);
       } else {
         mk.allow = key_bits;
-        probabilities<false, false>(acc_s, frag_p, lse, p.scale_log2, mk, p.win_lo, p.win_hi, bwd::FeatureMod{}, 0.0f,
-                                    keep, 1.0f, t);
       }
-      wgmma_fence();
-      issue_rs(dv, frag_p, smem.dout(s));  // dV += P^T Z dO
-      wgmma_wait<1>();  // dP^T (dV may run on)
-      fence_registers(acc_dp);
-      // dS^T = P^T dx/d dot (Z dP^T - D), Z the dropout's keep scale (1 without dropout).
       const bool drop = Featured && p.dropout.on;
-      if (drop) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(keep) : "r"(fw_addr() + 4) : "memory");
 #pragma unroll
-      for (int i = 0; i < BQ / 8; ++i) {
-        const float2 dd = *reinterpret_cast<const float2*>(dsum + 8 * i + 2 * t);
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          float ds[2];
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int x = 4 * i + 2 * hh + e;
-            float dp = acc_dp[x];
-            if (drop) dp = (keep >> x) & 1u ? dp * p.dropout.keep_scale : 0.0f;
-            ds[e] = acc_s[x] * (dp - (e ? dd.y : dd.x));
-          }
-          frag_ds[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(ds[0], ds[1]);
+      for (int hf = 0; hf < BQ / 64; ++hf) {
+        constexpr int kHalvesPerPart = DPN / 64;
+        const bool part_start = hf % kHalvesPerPart == 0;
+        if (hf > 0 && part_start) {
+          wgmma_fence();
+          issue_kq<DPN>(acc_dp[hf / kHalvesPerPart], smem.v(), smem.dout(s) + hf * 64 * 128, cw);
         }
+        if constexpr (Featured) {
+          const bwd::FeatureMod fm = bwd::feature_mod(p.score, step.h);
+          // |query + shift - key| at element (i, hh, e) is |alibi0 + 8 i + e - 8 hh|
+          const float alibi0 = static_cast<float>(step.m0 + 2 * t + shift - key_w - g);
+          // Three variants: softcap (tanh on the special-function unit, ALiBi and dropout as no-ops
+          // when off), ALiBi and/or dropout, and none (block masks and packed sequences only: the dense
+          // softmax). One variant per combination spilled registers.
+          const float ks = p.dropout.on ? p.dropout.keep_scale : 1.0f;
+          if (fm.softcap)
+            probabilities<true, true>(acc_s, frag_p, hf, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep,
+                                      ks, t);
+          else if (fm.alibi || p.dropout.on)
+            probabilities<false, true>(acc_s, frag_p, hf, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, alibi0, keep,
+                                       ks, t);
+          else
+            probabilities<false, false>(acc_s, frag_p, hf, lse, p.scale_log2, mk, p.win_lo, p.win_hi, fm, 0.0f, keep,
+                                        1.0f, t);
+        } else {
+          probabilities<false, false>(acc_s, frag_p, hf, lse, p.scale_log2, mk, p.win_lo, p.win_hi, bwd::FeatureMod{},
+                                      0.0f, keep, 1.0f, t);
+        }
+        wgmma_fence();
+        issue_rs(dv, frag_p, hf, smem.dout(s));  // dV += P^T Z dO over the half's queries
+        if (part_start) {
+          wgmma_wait<1>();  // the half's dP^T (its dV may run on)
+          fence_registers(acc_dp[hf / kHalvesPerPart]);
+        }
+        if (drop && hf == 0) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(keep) : "r"(fw_addr() + 4) : "memory");
+        // dS^T = P^T dx/d dot (Z dP^T - D), Z the dropout's keep scale (1 without dropout).
+#pragma unroll
+        for (int ii = 0; ii < 8; ++ii) {
+          const int i = 8 * hf + ii;
+          const float2 dd = *reinterpret_cast<const float2*>(dsum + 8 * i + 2 * t);
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            float ds[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int x = 4 * i + 2 * hh + e;
+              float dp = acc_dp[x / (DPN / 2)][x % (DPN / 2)];
+              if (drop) dp = (keep >> (x % 32)) & 1u ? dp * p.dropout.keep_scale : 0.0f;
+              ds[e] = acc_s[x] * (dp - (e ? dd.y : dd.x));
+            }
+            frag_ds[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(ds[0], ds[1]);
+          }
+        }
+        wgmma_fence();
+        issue_rs(dk, frag_ds, hf, smem.q(s));  // dK += dS^T Q over the half's queries
+        store_ds(smem.ds(buf) + cw * 64 * 128, frag_ds, hf, warp, lane);
       }
-      wgmma_fence();
-      issue_rs(dk, frag_ds, smem.q(s));  // dK += dS^T Q
-      store_ds(smem.ds(buf) + cw * 64 * 128, frag_ds, warp, lane);
       fence_async_shared();  // dS^T's generic-proxy stores before the dQ product reads it
-      if constexpr (F::dq_split_cols) named_barrier_sync(F::bar_all, 128 * F::consumers);
+      if constexpr (F::dq_reads_all_keys) named_barrier_sync(F::bar_all, 128 * F::consumers);
       else named_barrier_sync(consumer_bar, 128);
 
       float acc_q[F::dq_cols / 2];
@@ -190,16 +215,17 @@ struct Sm90BwdMainloop {
   struct StepMask {
     bool check;           // apply the tests at all
     int diag;             // key - query - shift at element (g, query 0)
-    std::uint32_t allow;  // bit 4 i + 2 hh + e: the key is before seqlen_k (and the block bits allow it)
+    std::uint32_t allow;  // bit (4 i + 2 hh + e) % 32: the key is before seqlen_k (and the block bits allow it)
   };
 
-  /// P^T = exp2(x * scale_log2 - lse) of the score x, masked elements 0; x modified as
+  /// P^T = exp2(x * scale_log2 - lse) of the score x, masked elements 0, for the queries of half hf
+  /// (64 of them: elements [32 hf, +32)); x modified as
   /// kfa::detail::modify_score says (softcap when kCap, then, when kMods, ALiBi: slope 0 when off;
   /// dx/d dot = 1 - tanh^2). acc becomes P^T dx/d dot, frag the packed P^T Z (kMods: Z the dropout
   /// keep flag times ks, flags all set and ks 1 without dropout; else Z = 1), pairs (e = 0, 1) as the
   /// A operand's layout.
   template <bool kCap, bool kMods>
-  __device__ __forceinline__ static void probabilities(float (&acc)[BQ / 2], std::uint32_t (&frag)[BQ / 16][4],
+  __device__ __forceinline__ static void probabilities(float (&acc)[BQ / 2], std::uint32_t (&frag)[BQ / 16][4], int hf,
                                                        const float* lse, float scale_log2, const StepMask& mk,
                                                        int win_lo, int win_hi, const bwd::FeatureMod& fm,
                                                        float alibi0, std::uint32_t keep, float ks, int t) {
@@ -207,9 +233,10 @@ struct Sm90BwdMainloop {
     // (in one fused loop the scheduler kept many of them live at once, past the register budget).
     if constexpr (kCap)
 #pragma unroll
-      for (int el = 0; el < BQ / 2; ++el) acc[el] = policy::fast_tanh(acc[el] * fm.softcap_in);
+      for (int el = 32 * hf; el < 32 * hf + 32; ++el) acc[el] = policy::fast_tanh(acc[el] * fm.softcap_in);
 #pragma unroll
-    for (int i = 0; i < BQ / 8; ++i) {
+    for (int ii = 0; ii < 8; ++ii) {
+      const int i = 8 * hf + ii;
       const float2 l = *reinterpret_cast<const float2*>(lse + 8 * i + 2 * t);
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
@@ -223,9 +250,9 @@ struct Sm90BwdMainloop {
           float pv = ptx::exp2_approx(fmaf(x, scale_log2, -(e ? l.y : l.x)));
           if (mk.check) {
             const int diff = mk.diag + 8 * hh - (8 * i + 2 * t + e);
-            if (diff < win_lo || diff > win_hi || !((mk.allow >> el) & 1u)) pv = 0.0f;
+            if (diff < win_lo || diff > win_hi || !((mk.allow >> (el % 32)) & 1u)) pv = 0.0f;
           }
-          z[e] = kMods ? ((keep >> el) & 1u ? pv * ks : 0.0f) : pv;
+          z[e] = kMods ? ((keep >> (el % 32)) & 1u ? pv * ks : 0.0f) : pv;
           acc[el] = kCap ? pv * (1.0f - tc * tc) : pv;
         }
         frag[i / 2][2 * (i % 2) + hh] = ptx::pack2<T>(z[0], z[1]);
@@ -233,47 +260,40 @@ struct Sm90BwdMainloop {
     }
   }
 
-  /// S^T = K Q^T and dP^T = V dO^T of the step in ring slot `st` (its Q and dO have landed).
-  __device__ __forceinline__ static void issue_scores(float (&acc_s)[BQ / 2], float (&acc_dp)[BQ / 2],
-                                                      const Sm90BwdSmem<D>& smem,
-                                                      const Sm90PipelineState<F::stages>& st, int cw) {
-    wgmma_fence();
-    issue_kq(acc_s, smem.k(), smem.q(st.index), cw);
-    issue_kq(acc_dp, smem.v(), smem.dout(st.index), cw);
-  }
-
-  /// acc (64 keys x BQ queries) = A[keys of consumer cw] B^T for the K-major tiles a (BK rows) and b
-  /// (BQ rows); issued and committed, not waited for.
-  __device__ __forceinline__ static void issue_kq(float (&acc)[BQ / 2], std::uint32_t a, std::uint32_t b, int cw) {
+  /// acc (64 keys x N queries) = A[keys of consumer cw] B^T for the K-major tiles a (BK rows) and b (N
+  /// of its BQ rows from b on: S^T = K Q^T, dP^T = V dO^T); issued and committed, not waited for.
+  template <int N>
+  __device__ __forceinline__ static void issue_kq(float (&acc)[N / 2], std::uint32_t a, std::uint32_t b, int cw) {
     std::uint64_t ad = smem_desc(a + cw * 64 * 128, 0);
     asm volatile("" : "+l"(ad));  // rebuilt per step rather than kept live (see the forward's issue_scores)
     const std::uint64_t bd = smem_desc(b, 0);
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       const std::uint32_t kofs = (ks % 4) * 32;
-      MmaS::template ss<0>(acc, ad + (((ks / 4) * BK * 128 + kofs) >> 4), bd + (((ks / 4) * BQ * 128 + kofs) >> 4),
-                           ks > 0);
+      Wgmma<N, T>::template ss<0>(acc, ad + (((ks / 4) * BK * 128 + kofs) >> 4),
+                                  bd + (((ks / 4) * BQ * 128 + kofs) >> 4), ks > 0);
     }
     wgmma_commit();
   }
 
-  /// acc (64 keys x D) += frag (64 keys x BQ queries, registers) B for the BQ x D tile b (N-major).
-  __device__ __forceinline__ static void issue_rs(float (&acc)[D / 2], const std::uint32_t (&frag)[BQ / 16][4],
+  /// acc (64 keys x D) += frag (64 keys x the 64 queries of half hf, registers) B for those rows of the
+  /// BQ x D tile b (N-major).
+  __device__ __forceinline__ static void issue_rs(float (&acc)[D / 2], const std::uint32_t (&frag)[BQ / 16][4], int hf,
                                                   std::uint32_t b) {
     fence_registers(acc);
     const std::uint64_t bd = smem_desc(b, BQ * 128);
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) MmaD::template rs<1>(acc, frag[kk], bd + ((kk * 2048) >> 4), 1);
+    for (int kk = 4 * hf; kk < 4 * hf + 4; ++kk) MmaD::template rs<1>(acc, frag[kk], bd + ((kk * 2048) >> 4), 1);
     wgmma_commit();
     fence_registers(acc);
   }
 
-  /// acc (BQ queries x dq_cols) = dS K: dS^T read M-major from the step's buffer, K N-major; either
-  /// consumer cw's columns over all keys or all columns over cw's keys.
-  __device__ __forceinline__ static void issue_dq(float (&acc)[F::dq_cols / 2], const Sm90BwdSmem<D>& smem, int buf,
+  /// acc (dq_rows queries x dq_cols) = dS K: dS^T read M-major from the step's buffer, K N-major;
+  /// consumer cw's rows (its column block of dS^T) or columns over all keys, or all columns over cw's keys.
+  __device__ __forceinline__ static void issue_dq(float (&acc)[F::dq_cols / 2], const Sm90BwdSmem<D, Featured>& smem, int buf,
                                                   int cw) {
-    const std::uint32_t a = smem.ds(buf) + (F::dq_split_cols ? 0 : cw * 64 * 128);
-    const std::uint32_t b = smem.k() + (F::dq_split_cols ? cw * BK * 128 : cw * 64 * 128);
+    const std::uint32_t a = smem.ds(buf) + (F::dq_split_rows ? cw * BK * 128 : F::dq_split_cols ? 0 : cw * 64 * 128);
+    const std::uint32_t b = smem.k() + (F::dq_split_rows ? 0 : F::dq_split_cols ? cw * BK * 128 : cw * 64 * 128);
     const std::uint64_t ad = smem_desc(a, BK * 128), bd = smem_desc(b, BK * 128);
     wgmma_fence();
 #pragma unroll
@@ -282,21 +302,22 @@ struct Sm90BwdMainloop {
     wgmma_commit();
   }
 
-  /// dS^T (as packed fragments) into the swizzled [BK keys][BQ queries] tile at this consumer's rows,
-  /// one stmatrix (four 8 x 8 matrices) per k16 step: fragment r of step kk is key rows 8 (r & 1) + 0..7
-  /// of the warp, queries 16 kk + 8 (r >> 1) + 0..7; lane l gives the address of row l % 8 of matrix l / 8.
-  __device__ __forceinline__ static void store_ds(std::uint32_t tile, const std::uint32_t (&frag)[BQ / 16][4],
+  /// dS^T of half hf (as packed fragments) into the swizzled [BK keys][BQ queries] tile (column blocks
+  /// of 64 queries, BK rows each) at this consumer's rows, one stmatrix (four 8 x 8 matrices) per k16 step:
+  /// fragment r of step kk is key rows 8 (r & 1) + 0..7 of the warp, queries 16 kk + 8 (r >> 1) + 0..7;
+  /// lane l gives the address of row l % 8 of matrix l / 8.
+  __device__ __forceinline__ static void store_ds(std::uint32_t tile, const std::uint32_t (&frag)[BQ / 16][4], int hf,
                                                   int warp, int lane) {
     const int m = lane / 8, row = warp * 16 + lane % 8 + 8 * (m & 1);
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) {
-      const int chunk = 2 * kk + (m >> 1);
-      stmatrix_x4(tile + row * 128 + ((chunk ^ (row & 7)) << 4), frag[kk]);
+    for (int kk = 4 * hf; kk < 4 * hf + 4; ++kk) {
+      const int chunk = 2 * (kk % 4) + (m >> 1);
+      stmatrix_x4(tile + (kk / 4) * BK * 128 + row * 128 + ((chunk ^ (row & 7)) << 4), frag[kk]);
     }
   }
 
 
-  /// This consumer's dQ fragment (BQ rows x dq_cols) into its staging boxes: column c of the fragment
+  /// This consumer's dQ fragment (dq_rows x dq_cols) into its staging boxes: column c of the fragment
   /// is column c % 32 of box c / 32, whose 16-byte chunks are swizzled by the row (as TMA reads them).
   __device__ __forceinline__ static void stage_dq(std::uint32_t boxes, const float (&acc)[F::dq_cols / 2], int warp,
                                                   int g, int t) {
@@ -321,9 +342,9 @@ struct Sm90BwdMainloop {
 /// barrier, so they go on to the next step at once.
 template <int D, bool Featured>
 struct Sm90BwdDqWriter {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   __device__ __forceinline__ static void run(const CUtensorMap* dq_map, const bwd::KernelParams& p, int b,
-                                             const Sm90BwdSmem<D>& smem, const Sm90BwdBlock& blk, int lane) {
+                                             const Sm90BwdSmem<D, Featured>& smem, const Sm90BwdBlock& blk, int lane) {
     if (!blk.any()) return;
     if (lane == 0) prefetch_tensor_map(dq_map);
     // The accumulator's slices: (batch, head) pairs of a padded batch, heads of packed sequences.
@@ -340,8 +361,8 @@ struct Sm90BwdDqWriter {
           const int col0 = F::dq_split_cols ? cw * F::dq_cols : 0;
 #pragma unroll
           for (int x = 0; x < F::dq_boxes; ++x)
-            tma_reduce_add_3d(dq_map, smem.dq(cw) + x * F::dq_box_bytes, col0 + 32 * x, blk.q_begin + step.m0,
-                              slice0 + step.h);
+            tma_reduce_add_3d(dq_map, smem.dq(cw) + x * F::dq_box_bytes, col0 + 32 * x,
+                              blk.q_begin + step.m0 + (F::dq_split_rows ? cw * F::dq_rows : 0), slice0 + step.h);
           tma_store_commit();
         }
       }

@@ -24,9 +24,9 @@ namespace kfa::cuda::hopper {
 
 /// The steps as the producer and the statistics warp take them: f(slot, step) per ring slot, in the
 /// ring's order, once the walker has written the slot's step word (the slot is then free).
-template <int D, class Fn>
-__device__ __forceinline__ void for_each_slot_step(const Sm90BwdSmem<D>& smem, const Sm90BwdBarriers<D>& bar, Fn&& f) {
-  Sm90PipelineState<Sm90BwdShape<D>::stages> ring;
+template <int D, bool Featured, class Fn>
+__device__ __forceinline__ void for_each_slot_step(const Sm90BwdSmem<D, Featured>& smem, const Sm90BwdBarriers<D, Featured>& bar, Fn&& f) {
+  Sm90PipelineState<Sm90BwdShape<D, Featured>::stages> ring;
 #pragma unroll 1
   for (bool last = false; !last; ring.advance()) {
     mbar_wait(bar.word_full(ring.index), ring.phase);
@@ -39,9 +39,9 @@ __device__ __forceinline__ void for_each_slot_step(const Sm90BwdSmem<D>& smem, c
 /// The walk, one thread: per step, once the ring slot is free again, the slot's step word.
 template <int D, bool Featured>
 struct Sm90BwdWalker {
-  using F = Sm90BwdShape<D>;
-  __device__ __forceinline__ static void run(const bwd::KernelParams& p, const Sm90BwdSmem<D>& smem,
-                                             const Sm90BwdBarriers<D>& bar, const Sm90BwdBlock& blk) {
+  using F = Sm90BwdShape<D, Featured>;
+  __device__ __forceinline__ static void run(const bwd::KernelParams& p, const Sm90BwdSmem<D, Featured>& smem,
+                                             const Sm90BwdBarriers<D, Featured>& bar, const Sm90BwdBlock& blk) {
     if (!blk.any()) return;
     Sm90PipelineState<F::stages> ring;
     Sm90BwdWalk<F::block_k, F::block_q, Featured> w;
@@ -64,13 +64,13 @@ struct Sm90BwdWalker {
 /// The TMA loads, one thread: K and V once, then per step Q and dO of the slot's step word.
 template <int D, bool Featured>
 struct Sm90BwdProducer {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   static constexpr int CB = F::col_blocks, BK = F::block_k, BQ = F::block_q;
 
   __device__ __forceinline__ static void run(const CUtensorMap* q_map, const CUtensorMap* k_map,
                                              const CUtensorMap* v_map, const CUtensorMap* do_map,
                                              const bwd::KernelParams& p, int b, int hk, int n0,
-                                             const Sm90BwdSmem<D>& smem, const Sm90BwdBarriers<D>& bar,
+                                             const Sm90BwdSmem<D, Featured>& smem, const Sm90BwdBarriers<D, Featured>& bar,
                                              const Sm90BwdBlock& blk) {
     if (!blk.any()) return;  // no query sees these keys: the consumers write zero gradients
     // Tensors without a batch stride (packed sequences) are mapped as one batch (make_tensor_map).
@@ -93,18 +93,19 @@ struct Sm90BwdProducer {
 
 template <int D, bool Featured>
 struct Sm90BwdStats {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   static constexpr int BQ = F::block_q;
 
-  __device__ __forceinline__ static void run(const bwd::KernelParams& p, int b, const Sm90BwdSmem<D>& smem,
-                                             const Sm90BwdBarriers<D>& bar, const Sm90BwdBlock& blk, int lane) {
+  __device__ __forceinline__ static void run(const bwd::KernelParams& p, int b, const Sm90BwdSmem<D, Featured>& smem,
+                                             const Sm90BwdBarriers<D, Featured>& bar, const Sm90BwdBlock& blk, int lane) {
     if (!blk.any()) return;
     for_each_slot_step(smem, bar, [&](int s, const Sm90BwdStep& step) {
-      // rows m0 + lane and m0 + lane + 32 of (b, h)
+      // rows m0 + lane + 32 j of (b, h): both rows of a 64-row step in flight; the four of a 128-row
+      // step one after the other (more would spill the warpgroup's 24 registers)
       const float* lse_bh = static_cast<const float*>(p.lse.data) + b * p.lse.stride_b + step.h * p.lse.stride_h +
                             std::int64_t(blk.q_begin) * p.lse.stride_s;
       const bwd::RowMap rm = bwd::row_map<Featured>(p, b, step.h, blk.q_begin);
-#pragma unroll
+#pragma unroll(BQ == 64 ? 2 : 1)
       for (int r = lane; r < BQ; r += 32) {
         const bwd::RowStats st = bwd::row_stats(p, lse_bh, rm, step.m0 + r, blk.seqlen_q);
         smem.lse(s)[r] = st.lse_log2;

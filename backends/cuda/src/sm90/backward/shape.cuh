@@ -2,7 +2,8 @@
 // Why this file: the parts of the Hopper backward (producer, consumer mainloop, dQ writer, kernel
 // shell) must agree on one block geometry and one shared-memory layout. This file is that agreement:
 //   Sm90BwdShape    tiles (BK keys per block, 64 per consumer warpgroup; BQ query rows per step),
-//                   byte sizes and offsets, register budgets, how dQ is split between the consumers;
+//                   byte sizes and offsets, register budgets, how dQ is split between the consumers,
+//                   per (head_dim, Featured): the dense head_dim 64 instance takes 128-row steps;
 //   Sm90BwdSmem     addresses of K, V, the Q / dO ring with each slot's row statistics and step
 //                   word, the dS^T buffers, the dQ staging boxes with their step words, and the
 //                   block's record (walk.cuh: its sequence and the extent of its walk);
@@ -20,32 +21,50 @@ namespace kfa::cuda::hopper {
 #define KFA_SM90_BWD_STAGES 2
 #endif
 
-template <int D>
+#ifndef KFA_SM90_BWD_DP_ROWS
+#define KFA_SM90_BWD_DP_ROWS 128
+#endif
+#ifndef KFA_SM90_BWD_DENSE64_BLOCK_Q
+#define KFA_SM90_BWD_DENSE64_BLOCK_Q 128
+#endif
+
+template <int D, bool Featured>
 struct Sm90BwdShape {
   static_assert(D == 64 || D == 128, "the Hopper backward is instantiated for head_dim 64 and 128");
   static constexpr int consumers = 2;
   static constexpr int block_k = 64 * consumers;  // keys per block: K and V stay in shared memory
   static_assert(block_k == kSm90BwdBlockK, "launch.hpp");
-  static constexpr int block_q = 64;              // query rows per step (the N of S^T = K Q^T)
+  // Query rows per step (the N of S^T = K Q^T). At head_dim 64 every product of a 64-row step is
+  // 64 wide, so the dense instance takes 128 rows: S^T and dP^T twice as wide, half the dQ additions
+  // per row, the step's fixed costs over twice the work. The Featured instance keeps 64 (its block
+  // bits and dropout flags are one 32-bit word per thread and step).
+  static constexpr int block_q = D == 64 && !Featured ? KFA_SM90_BWD_DENSE64_BLOCK_Q : 64;
+  static_assert(block_q == 64 || block_q == 128, "a step is one or two 64-row halves");
+  // dP^T = V dO^T in parts of dp_rows queries (mainloop.cuh): 64 holds one half's at a time.
+  static constexpr int dp_rows = KFA_SM90_BWD_DP_ROWS < block_q ? KFA_SM90_BWD_DP_ROWS : block_q;
   static constexpr int stages = KFA_SM90_BWD_STAGES;
   static constexpr int threads = 128 * (consumers + 1);
   static constexpr int col_blocks = D / 64;                // 64-element (128-byte) column blocks
   static constexpr int kv_bytes = col_blocks * block_k * 128;  // the K or the V tile
   static constexpr int q_bytes = col_blocks * block_q * 128;   // one Q or dO slot
-  static constexpr int ds_bytes = block_k * block_q * 2;       // dS^T [keys][queries], one column block
-  static_assert(block_q == 64, "dS^T is one 128-byte column block wide");
-  // dQ = dS K: at head_dim >= 128 the consumers split its columns (each D / consumers of them, over
-  // all BK keys: both halves of dS^T are read, a barrier of both consumers per step); at 64 each
-  // consumer adds the product over its own 64 keys (twice the atomics, no barrier between them).
-  static constexpr bool dq_split_cols = D >= 128;
+  static constexpr int ds_bytes = block_k * block_q * 2;       // dS^T [keys][queries], BQ / 64 column blocks
+  // dQ = dS K, split between the consumers in one of three ways:
+  //   BQ 128: by rows, each consumer's 64 query rows over all BK keys;
+  //   head_dim >= 128: by columns, each D / consumers of them over all BK keys;
+  //   else (64 x 64): each consumer adds the product over its own 64 keys (twice the additions).
+  // The first two read both consumers' halves of dS^T: a barrier of both consumers per step.
+  static constexpr bool dq_split_rows = block_q > 64;
+  static constexpr bool dq_split_cols = !dq_split_rows && D >= 128;
+  static constexpr bool dq_reads_all_keys = dq_split_rows || dq_split_cols;
+  static constexpr int dq_rows = 64;  // rows of a consumer's dQ fragment
   static constexpr int dq_cols = dq_split_cols ? D / consumers : D;
-  static constexpr int dq_keys = dq_split_cols ? block_k : 64;
+  static constexpr int dq_keys = dq_reads_all_keys ? block_k : 64;
   static constexpr int k_offset = 0, v_offset = kv_bytes, q_offset = 2 * kv_bytes;
   static constexpr int dout_offset = q_offset + stages * q_bytes;
   static constexpr int ds_offset = dout_offset + stages * q_bytes;  // two buffers (steps alternate)
-  // dQ is staged per consumer in the boxes of the accumulator's tensor map (32 fp32 columns x BQ rows,
-  // 128-byte swizzle) and added to global memory by TMA reductions.
-  static constexpr int dq_box_bytes = block_q * 128, dq_boxes = dq_cols / 32;
+  // dQ is staged per consumer in the boxes of the accumulator's tensor map (32 fp32 columns x dq_rows
+  // rows, 128-byte swizzle) and added to global memory by TMA reductions.
+  static constexpr int dq_box_bytes = dq_rows * 128, dq_boxes = dq_cols / 32;
   static constexpr int dq_offset = ds_offset + 2 * ds_bytes;
   // Per ring slot: the step's row statistics, [lse (log2 units) | D][BQ] floats, written by the
   // statistics warp (producer.cuh) once the producer has published the slot's step word.
@@ -78,9 +97,9 @@ struct Sm90BwdShape {
 /// the producer and the statistics warp); Q and dO of the slot landed with its row statistics (the
 /// producer's arrival with the TMA bytes, one per lane of the statistics warp); slot free again (one
 /// arrival per consumer warp once its products that read it are done).
-template <int D>
+template <int D, bool Featured>
 struct Sm90BwdBarriers {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   std::uint32_t base;
   __device__ std::uint32_t kv_full() const { return base; }
   __device__ std::uint32_t q_full(int s) const { return base + 8 * (1 + s); }
@@ -115,9 +134,9 @@ struct Sm90BwdStep {
 
 /// Shared memory from its 1024-byte aligned base: tiles in the 128-byte swizzled layout TMA writes
 /// (column blocks of 64 elements, all rows of a block contiguous).
-template <int D>
+template <int D, bool Featured>
 struct Sm90BwdSmem {
-  using F = Sm90BwdShape<D>;
+  using F = Sm90BwdShape<D, Featured>;
   std::uint32_t base;  // shared-window address
   unsigned char* ptr;  // the same, as a generic pointer (the row statistics are read as floats)
   __device__ std::uint32_t k() const { return base + F::k_offset; }
@@ -137,7 +156,7 @@ struct Sm90BwdSmem {
   __device__ void* block() const { return ptr + F::block_offset; }
   /// Thread `tid` of consumer w: its (block bits, dropout keep) words.
   __device__ std::uint32_t feature_words(int w, int tid) const { return base + F::feat_offset + (w * 128 + tid) * 8; }
-  __device__ Sm90BwdBarriers<D> barriers() const { return {base + F::bar_offset}; }
+  __device__ Sm90BwdBarriers<D, Featured> barriers() const { return {base + F::bar_offset}; }
 };
 
 }  // namespace kfa::cuda::hopper
