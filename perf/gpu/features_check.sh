@@ -161,7 +161,8 @@ print(f"{'d':>4} {'causal':>6} {'n':>6} {'kfa':>7} {'kfa det':>8} {'fa2':>7} {'c
 for l in open(sys.argv[1]):
     w = l.split()
     if len(w) < 9 or not w[0].isdigit(): continue
-    d, causal, n, tf, tdet = int(w[0]), int(w[1] == "yes"), int(w[2]), float(w[6]), float(w[8])
+    d, causal, n, tf = int(w[0]), int(w[1] == "yes"), int(w[2]), float(w[6])
+    tdet = float(w[8]) if float(w[7]) > 0 else float("nan")  # nan: not run (--bench D,...)
     f, c = peers.get(("fa2", d, causal, n)), peers.get(("cudnn", d, causal, n))
     ratio = lambda p: f"{tf / p:.2f}x" if p else "-"
     print(f"{d:>4} {causal:>6} {n:>6} {tf:7.1f} {tdet:8.1f} {f or float('nan'):7.1f} {c or float('nan'):7.1f} {ratio(f):>7} {ratio(c):>8}")
