@@ -36,7 +36,8 @@ namespace kfa::cuda::hopper {
 template <int D, class T, bool Featured>
 struct Sm90BwdMainloop {
   using F = Sm90BwdShape<D, Featured>;
-  static constexpr int BK = F::block_k, BQ = F::block_q, KS = D / 16, DPN = F::dp_rows;
+  static constexpr int BK = F::block_k, BQ = F::block_q, KS = D / 16;
+  using MmaS = Wgmma<BQ, T>;           // S^T, dP^T: 64 keys x BQ queries
   using MmaD = Wgmma<D, T>;            // dV, dK: 64 keys x D
   using MmaQ = Wgmma<F::dq_cols, T>;   // dQ: dq_rows (64) queries x dq_cols
   // The block bits and dropout flags of a step are one 32-bit word per thread: 64-row steps only.
@@ -60,9 +61,7 @@ struct Sm90BwdMainloop {
 #pragma unroll 1
     for (int it = 0;; ++it, ring.advance()) {
       const int s = ring.index, buf = it & 1;
-      // S^T of the whole step; dP^T in parts of DPN queries (Sm90BwdShape::dp_rows): a later part is
-      // issued once the half before it has made its dS^T, so that one part's dP^T is live at a time.
-      float acc_s[BQ / 2], acc_dp[BQ / DPN][DPN / 2];
+      float acc_s[BQ / 2], acc_dp[BQ / 2];
       mbar_wait(bar.q_full(ring.index), ring.phase);
       const Sm90BwdStep step = Sm90BwdStep::get(smem.slot_step(s));
       // The dQ writer's copy of the word, written now (two buffers: the writer has read the one of
@@ -80,8 +79,8 @@ struct Sm90BwdMainloop {
       const int kmax = shape.seqlen_k - key_w - g;
       const std::uint32_t key_bits = (kmax > 0 ? 0x33333333u : 0u) | (kmax > 8 ? 0xCCCCCCCCu : 0u);
       wgmma_fence();
-      issue_kq<BQ>(acc_s, smem.k(), smem.q(s), cw);
-      issue_kq<DPN>(acc_dp[0], smem.v(), smem.dout(s), cw);
+      issue_kq(acc_s, smem.k(), smem.q(s), cw);
+      issue_kq(acc_dp, smem.v(), smem.dout(s), cw);
       auto fw_addr = [&] { return smem.feature_words(cw, static_cast<int>(threadIdx.x % 128)); };
       if constexpr (Featured) {
         // The features' per-element words (features.cuh), made while the S^T product runs and kept in
@@ -112,12 +111,6 @@ struct Sm90BwdMainloop {
       const bool drop = Featured && p.dropout.on;
 #pragma unroll
       for (int hf = 0; hf < BQ / 64; ++hf) {
-        constexpr int kHalvesPerPart = DPN / 64;
-        const bool part_start = hf % kHalvesPerPart == 0;
-        if (hf > 0 && part_start) {
-          wgmma_fence();
-          issue_kq<DPN>(acc_dp[hf / kHalvesPerPart], smem.v(), smem.dout(s) + hf * 64 * 128, cw);
-        }
         if constexpr (Featured) {
           const bwd::FeatureMod fm = bwd::feature_mod(p.score, step.h);
           // |query + shift - key| at element (i, hh, e) is |alibi0 + 8 i + e - 8 hh|
@@ -141,11 +134,11 @@ struct Sm90BwdMainloop {
         }
         wgmma_fence();
         issue_rs(dv, frag_p, hf, smem.dout(s));  // dV += P^T Z dO over the half's queries
-        if (part_start) {
-          wgmma_wait<1>();  // the half's dP^T (its dV may run on)
-          fence_registers(acc_dp[hf / kHalvesPerPart]);
+        if (hf == 0) {
+          wgmma_wait<1>();  // dP^T (the half's dV may run on)
+          fence_registers(acc_dp);
+          if (drop) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(keep) : "r"(fw_addr() + 4) : "memory");
         }
-        if (drop && hf == 0) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(keep) : "r"(fw_addr() + 4) : "memory");
         // dS^T = P^T dx/d dot (Z dP^T - D), Z the dropout's keep scale (1 without dropout).
 #pragma unroll
         for (int ii = 0; ii < 8; ++ii) {
@@ -157,7 +150,7 @@ struct Sm90BwdMainloop {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int x = 4 * i + 2 * hh + e;
-              float dp = acc_dp[x / (DPN / 2)][x % (DPN / 2)];
+              float dp = acc_dp[x];
               if (drop) dp = (keep >> (x % 32)) & 1u ? dp * p.dropout.keep_scale : 0.0f;
               ds[e] = acc_s[x] * (dp - (e ? dd.y : dd.x));
             }
@@ -260,18 +253,17 @@ struct Sm90BwdMainloop {
     }
   }
 
-  /// acc (64 keys x N queries) = A[keys of consumer cw] B^T for the K-major tiles a (BK rows) and b (N
-  /// of its BQ rows from b on: S^T = K Q^T, dP^T = V dO^T); issued and committed, not waited for.
-  template <int N>
-  __device__ __forceinline__ static void issue_kq(float (&acc)[N / 2], std::uint32_t a, std::uint32_t b, int cw) {
+  /// acc (64 keys x BQ queries) = A[keys of consumer cw] B^T for the K-major tiles a (BK rows) and b
+  /// (BQ rows): S^T = K Q^T, dP^T = V dO^T; issued and committed, not waited for.
+  __device__ __forceinline__ static void issue_kq(float (&acc)[BQ / 2], std::uint32_t a, std::uint32_t b, int cw) {
     std::uint64_t ad = smem_desc(a + cw * 64 * 128, 0);
     asm volatile("" : "+l"(ad));  // rebuilt per step rather than kept live (see the forward's issue_scores)
     const std::uint64_t bd = smem_desc(b, 0);
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
       const std::uint32_t kofs = (ks % 4) * 32;
-      Wgmma<N, T>::template ss<0>(acc, ad + (((ks / 4) * BK * 128 + kofs) >> 4),
-                                  bd + (((ks / 4) * BQ * 128 + kofs) >> 4), ks > 0);
+      MmaS::template ss<0>(acc, ad + (((ks / 4) * BK * 128 + kofs) >> 4), bd + (((ks / 4) * BQ * 128 + kofs) >> 4),
+                           ks > 0);
     }
     wgmma_commit();
   }

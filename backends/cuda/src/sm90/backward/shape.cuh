@@ -21,9 +21,6 @@ namespace kfa::cuda::hopper {
 #define KFA_SM90_BWD_STAGES 2
 #endif
 
-#ifndef KFA_SM90_BWD_DP_ROWS
-#define KFA_SM90_BWD_DP_ROWS 128
-#endif
 #ifndef KFA_SM90_BWD_DENSE64_BLOCK_Q
 #define KFA_SM90_BWD_DENSE64_BLOCK_Q 128
 #endif
@@ -40,8 +37,6 @@ struct Sm90BwdShape {
   // bits and dropout flags are one 32-bit word per thread and step).
   static constexpr int block_q = D == 64 && !Featured ? KFA_SM90_BWD_DENSE64_BLOCK_Q : 64;
   static_assert(block_q == 64 || block_q == 128, "a step is one or two 64-row halves");
-  // dP^T = V dO^T in parts of dp_rows queries (mainloop.cuh): 64 holds one half's at a time.
-  static constexpr int dp_rows = KFA_SM90_BWD_DP_ROWS < block_q ? KFA_SM90_BWD_DP_ROWS : block_q;
   static constexpr int stages = KFA_SM90_BWD_STAGES;
   static constexpr int threads = 128 * (consumers + 1);
   static constexpr int col_blocks = D / 64;                // 64-element (128-byte) column blocks
