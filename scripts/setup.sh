@@ -7,6 +7,11 @@
 #   cuda_arch_args               sets arch: CMake arguments for this NVIDIA GPU's architecture only
 #                                (the native kernels are sm_80 code, which runs on every 8.x GPU, and
 #                                sm_90 code), empty when the GPU is unknown (the build's defaults)
+#   gpu_share_start DIR PROBE    lets the parallel GPU test processes share the GPU: starts a private
+#   gpu_share_stop               MPS server (pipe and log under DIR) when nvidia-cuda-mps-control is
+#                                there and no MPS server was chosen (CUDA_MPS_PIPE_DIRECTORY unset),
+#                                keeps it when PROBE (kfa-gpu-probe) gets a CUDA context through it;
+#                                KFA_GPU_SHARE=0 turns it off
 
 apt_install() {
   command -v apt-get >/dev/null || return 1
@@ -66,3 +71,28 @@ cuda_arch_args() {
 }
 
 has_nvidia_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }
+
+# Without MPS the CUDA contexts of concurrent processes take turns on the GPU (time slices), and each
+# test case of a shard ran 3-5x slower beside 15 others than alone; under MPS their kernels run side
+# by side, within 1.0-1.3x of alone (docs/performance.md, GPU test suites).
+gpu_share_start() {
+  local dir="$1" probe="$2"
+  kfa_mps_started=0 kfa_mps_env=0
+  [ "${KFA_GPU_SHARE:-1}" != 0 ] && [ -z "${CUDA_MPS_PIPE_DIRECTORY:-}" ] || return 0
+  command -v nvidia-cuda-mps-control >/dev/null || return 0
+  mkdir -p "$dir/pipe" "$dir/log"
+  export CUDA_MPS_PIPE_DIRECTORY="$dir/pipe" CUDA_MPS_LOG_DIRECTORY="$dir/log"
+  kfa_mps_env=1
+  if nvidia-cuda-mps-control -d && kfa_mps_started=1 && timeout 60 "$probe" >/dev/null; then
+    echo "GPU shared by the test processes through an MPS server ($dir)"
+    return 0
+  fi
+  echo "no MPS server for the GPU (log: $dir/log): the test processes take turns on it"
+  gpu_share_stop
+}
+
+gpu_share_stop() {
+  if [ "${kfa_mps_started:-0}" = 1 ]; then echo quit | nvidia-cuda-mps-control >/dev/null 2>&1 || true; fi
+  if [ "${kfa_mps_env:-0}" = 1 ]; then unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; fi
+  kfa_mps_started=0 kfa_mps_env=0
+}

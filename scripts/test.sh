@@ -37,15 +37,43 @@ if ! command -v mpiexec >/dev/null; then
   apt_install mpi openmpi-bin libopenmpi-dev || echo "no MPI could be installed ($out/mpi.apt.log): no ring-attention tests"
 fi
 
+# The host builds: the Release build (kfa and Kokkos as shared libraries) with its install, and the
+# sanitizer build of the host suites against that install.
+host_shards=1 host_j=1
+[ "$jobs" -ge 8 ] && host_shards=$(( jobs / 2 )) host_j=$jobs
+release_build() {
+  cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$catch2" \
+    -DBUILD_SHARED_LIBS=ON -DKFA_HOST_TEST_SHARDS=$host_shards "${python_args[@]}" "${extra[@]}"
+  cmake --build "$out/release" --parallel "$jobs"
+  cmake --install "$out/release" --prefix "$out/install" >/dev/null
+}
+san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+sanitize_build() {
+  [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ] || return 0
+  # Kokkos comes from the install above and Catch2 from ci/host_catch2.sh, so only kfa and its tests are instrumented.
+  cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
+    -DKFA_HOST_TEST_SHARDS=$host_shards \
+    -DCMAKE_PREFIX_PATH="$out/install;$catch2" "${extra[@]}"
+  cmake --build "$out/sanitize" --parallel "$jobs"
+}
+
 # With an NVIDIA GPU, its suites come first: a Kokkos-CUDA build with the native CUDA backend, built for
 # this GPU's architecture only (the native kernels exist as sm_80 code, which runs on every 8.x GPU, and
-# as sm_90 code), so that the GPU results arrive in minutes, before the longer host builds.
+# as sm_90 code), so that the GPU results arrive in minutes. The host builds run meanwhile in the
+# background at low priority (on the cores the GPU stage leaves idle), logged to host-builds.log.
 if has_nvidia_gpu; then
-  step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend, and its suites"
+  step "NVIDIA GPU found: Kokkos-CUDA build with the native CUDA backend, and its suites (host builds in the background: $out/host-builds.log)"
+  mkdir -p "$out"
+  ( renice -n 19 -p $BASHPID >/dev/null 2>&1 || true
+    set -e; release_build; sanitize_build ) > "$out/host-builds.log" 2>&1 &
+  host_builds=$!
+  kill_tree() { local c; for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done; kill "$1" 2>/dev/null || true; }
+  trap 'kill_tree $host_builds; gpu_share_stop' EXIT
   cuda_arch_args  # sets arch
-  # With many cores each GPU suite runs as Catch2 shards of one seed, side by side, one per core (the
-  # host references of the feature and cache cases are serial loops; the backward's run on the GPU).
-  # The benchmarks are not built here (CI compiles them; perf/gpu builds them for measurements).
+  # Each GPU suite runs as Catch2 shards of one seed, side by side, one per core, sharing the GPU through
+  # an MPS server when one can be started (gpu_share_start). The benchmarks are not built here (CI
+  # compiles them; perf/gpu builds them for measurements).
   shards=1
   [ "$jobs" -ge 8 ] && shards=4
   [ "$jobs" -ge 16 ] && shards=8
@@ -53,21 +81,24 @@ if has_nvidia_gpu; then
     -DKFA_ENABLE_CUDA=ON -DKFA_CUDA_TEST_SHARDS=$shards -DKFA_BUILD_BENCHMARKS=OFF -DCMAKE_PREFIX_PATH="$catch2" \
     "${arch[@]}" "${python_args[@]}" "${extra[@]}"
   cmake --build "$out/cuda" --parallel "$jobs"
+  step "GPU test suites"
+  gpu_share_start "$(mktemp -d "${TMPDIR:-/tmp}/kfa-mps.XXXXXX")" "$out/cuda/tests/cuda/kfa-gpu-probe"
   KFA_TEST_SEED=${KFA_TEST_SEED:-$RANDOM} ctest --test-dir "$out/cuda" --output-on-failure -j "$jobs"
+  gpu_share_stop
+  step "Waiting for the host builds"
+  wait $host_builds || { tail -40 "$out/host-builds.log"; echo "host builds failed ($out/host-builds.log)"; exit 1; }
+  trap - EXIT
+  step "Host test suites (Release build of shared libraries)"
+else
+  step "Release build (kfa and Kokkos as shared libraries) and host test suites"
+  release_build
 fi
 
 # With many cores the host suites run as Catch2 shards of one seed side by side too (two OpenMP threads
 # each); with few (CI's two) as one process each.
-host_shards=1 host_j=1
-[ "$jobs" -ge 8 ] && host_shards=$(( jobs / 2 )) host_j=$jobs
-step "Release build (kfa and Kokkos as shared libraries) and host test suites"
-cmake -S "$root" -B "$out/release" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$catch2" \
-  -DBUILD_SHARED_LIBS=ON -DKFA_HOST_TEST_SHARDS=$host_shards "${python_args[@]}" "${extra[@]}"
-cmake --build "$out/release" --parallel "$jobs"
 ctest --test-dir "$out/release" --output-on-failure --verbose -j "$host_j"  # verbose: each suite's Catch2 summary
 
-step "Install, then build and run a consumer through find_package(kfa)"
-cmake --install "$out/release" --prefix "$out/install" >/dev/null
+step "Build and run a consumer of the installed package through find_package(kfa)"
 cmake -S "$root/examples/consumer" -B "$out/consumer" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$out/install"
 cmake --build "$out/consumer" --parallel "$jobs"
@@ -80,13 +111,7 @@ fi
 
 if [ "${KFA_SKIP_SANITIZERS:-0}" != 1 ]; then
   step "AddressSanitizer + UndefinedBehaviorSanitizer build of the host suites"
-  # Kokkos comes from the install above and Catch2 from ci/host_catch2.sh, so only kfa and its tests are instrumented.
-  san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-  cmake -S "$root" -B "$out/sanitize" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" -DKFA_BUILD_BENCHMARKS=OFF -DKFA_TEST_SPEC="~[sweep]" -DKFA_ENABLE_MPI=OFF \
-    -DKFA_HOST_TEST_SHARDS=$host_shards \
-    -DCMAKE_PREFIX_PATH="$out/install;$catch2" "${extra[@]}"
-  cmake --build "$out/sanitize" --parallel "$jobs"
+  has_nvidia_gpu || sanitize_build
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir "$out/sanitize" --output-on-failure -j "$host_j"
 fi
 

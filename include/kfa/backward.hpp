@@ -100,8 +100,9 @@ void attach_workspace(BackwardArgs& a, const W& w, const Args&... args_and_names
 }  // namespace detail
 
 /// Bytes of device workspace one kfa::backward call on these q, k and params needs (O(N * d)):
-/// D = rowsum(dO * O), the fp32 (fp64 for double) dQ accumulator unless params.deterministic, and
-/// the ALiBi slopes. Pass a View of at least this size to kfa::backward to own the memory.
+/// D = rowsum(dO * O), the fp32 (fp64 for double) dQ accumulator, with params.deterministic one int32
+/// count per 64 query rows of each head (the order of the native kernel's dQ additions), and the ALiBi
+/// slopes. Pass a View of at least this size to kfa::backward to own the memory.
 template <class Q, class K>
 std::size_t backward_workspace_bytes(const Q& q, const K& k, const Params& params = {}) {
   static_assert(Kokkos::is_view_v<Q> && Q::rank() == 4 && Kokkos::is_view_v<K> && K::rank() == 4,
@@ -125,7 +126,8 @@ std::size_t backward_workspace_bytes(const Q& q, const K& k, const Params& param
 ///   dq like q; dk, dv like k (written). With GQA/MQA dk and dv sum over the query heads of a KV head.
 /// Same shapes, layouts, element types and Params as kfa::forward (dropout and block-sparse are
 /// rejected there and here). params.deterministic gives bitwise reproducible gradients that do not
-/// depend on the thread count, at about 1.4x the arithmetic (dQ gets its own pass).
+/// depend on the thread count: the portable path and the mma.sync kernels give dQ its own pass (about
+/// 1.4x the arithmetic), the Hopper kernel adds dQ tiles in a fixed order.
 /// The workspace (see backward_workspace_bytes) is allocated here; the call then waits for its
 /// kernels before it returns. Throws kfa::Error on invalid input, before anything is written.
 template <class ExecSpace, class DO, class Q, class K, class V, class O, class L, class DQ, class DK, class DV>

@@ -28,7 +28,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 deps="${KFA_DEPS_DIR:-$root/.deps}"
 mkdir -p "$out"
 source "$root/perf/gpu/cuda_build.sh"
-KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda ${BENCH_TARGETS-kfa-feature-bench kfa-gpu-bench kfa-decode-bench} ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
+KFA_DEPS_DIR="$deps" kfa_cuda_build "$out" "$build" kfa-tests-cuda kfa-gpu-probe ${BENCH_TARGETS-kfa-feature-bench kfa-gpu-bench kfa-decode-bench} ${TOOLS:+kfa-cuda-fwd-check kfa-cuda-bwd-check} \
   -- ${TOOLS:+-DKFA_CUDA_TOOLS=ON} || exit 1
 tests="$build/tests/cuda/kfa-tests-cuda"
 run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 host references dominate)
@@ -54,6 +54,8 @@ run_suite() {  # name, env, Catch2 args: SHARDS processes in parallel (the fp64 
 
 }
 filter="${SUITES:-[features]}"
+source "$root/scripts/setup.sh"  # gpu_share_start/stop: the shards share the GPU through MPS (not the benchmarks)
+gpu_share_start /tmp/kfa-mps-check "$build/tests/cuda/kfa-gpu-probe"
 run_suite features_auto "KFA_NONE=1" "$filter"
 for kernel in ${FORCED-mma wgmma}; do
   run_suite "features_$kernel" "KFA_CUDA_FORWARD=$kernel" "$filter~[backward]"
@@ -62,6 +64,7 @@ for kernel in ${BWD_FORCED-}; do
   run_suite "bwd_$kernel" "KFA_CUDA_BACKWARD=$kernel" "[backward]"
 done
 grep -h -B3 -A12 -E "FAILED" "$out"/features_*.log "$out"/bwd_*.log 2>/dev/null | head -40
+gpu_share_stop
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   # The peers' random 128 x 128 block masks (seed 3, diagonal kept), drawn as peer_feature_bench.py draws them.

@@ -76,7 +76,8 @@ inline double reference_loss_features(const HostQKV& in, const RefOptions& opt, 
 }
 
 /// kfa::backward and the standard backward with `params` (features included) on one random problem,
-/// against the fp64 feature gradients, with the backward tolerance rule of backward_harness.hpp.
+/// against the fp64 feature gradients, with the backward tolerance rule of backward_harness.hpp;
+/// deterministic: a second run must give the same bits.
 template <class Space, class T>
 void check_backward_features(const Dims& n, const RefOptions& opt, const Params& params, const FeatureOptions& x,
                              const std::string& what) {
@@ -97,6 +98,12 @@ void check_backward_features(const Dims& n, const RefOptions& opt, const Params&
     const double e = max_abs_diff(*g[t], *r[t]), pe = max_abs_diff(*s[t], *r[t]);
     INFO(names[t] << " error " << e << " (standard " << pe << "), max |grad| " << max_abs(*r[t]));
     CHECK(e <= 2 * pe + backward_eps<T>() * std::max(1.0, max_abs(*r[t])));
+  }
+  if (params.deterministic) {  // a second run (poisoned again first) gives the same bits
+    const HostGrads again = p.backward(params);
+    CHECK(again.dq == got.dq);
+    CHECK(again.dk == got.dk);
+    CHECK(again.dv == got.dv);
   }
 }
 

@@ -168,7 +168,8 @@ void check_varlen(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x = {}
 
 
 /// forward_varlen then backward_varlen on a packed problem; each sequence's gradients against fp64,
-/// with the per-sequence standard backward as the yardstick (without dropout: scaled as in check_varlen).
+/// with the per-sequence standard backward as the yardstick (without dropout: scaled as in check_varlen);
+/// deterministic: a second run must give the same bits.
 template <class S, class T>
 void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptions x, bool deterministic,
                            kfa::Backend backend = kfa::Backend::automatic) {
@@ -219,6 +220,15 @@ void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptio
                        params);
   space.fence();
   const std::vector<double> gdq = read(dqb), gdk = read(dkb), gdv = read(dvb);
+  if (deterministic) {  // a second run (poisoned again first) gives the same bits
+    poison();
+    kfa::backward_varlen(space, dout, pk.q, pk.k, pk.v, pk.o, pk.lse, dq, dk, dv, pk.dcu_q, pk.dcu_k, pk.max_q, pk.max_k,
+                         params);
+    space.fence();
+    CHECK(read(dqb) == gdq);
+    CHECK(read(dkb) == gdk);
+    CHECK(read(dvb) == gdv);
+  }
   const double amp = ref_keep_scale(x);
   std::vector<double> fwd_o, fwd_lse;
   pk.read(fwd_o, fwd_lse);  // the forward's O as the backward reads it (rounded to T)
@@ -252,7 +262,8 @@ void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptio
     // With dropout the yardstick (the standard backward without it) does not see the rounding of the
     // amplified O that the fused backward's D = rowsum(dO * O) carries: bound its effect from the
     // measured error of D, |dD| <= max_i |sum_c dO_ic (O_ic - O_exact_ic)|, through dS = P Z (dP - D):
-    // |d dQ| <= scale amp |dD| max|K|, |d dK| <= scale amp |dD| max|Q| lq (dV does not use D).
+    // |d dQ| <= scale amp |dD| max|K|, |d dK| <= scale amp |dD| max|Q| lq group (a KV head's dK sums
+    // over the group's query heads; dV does not use D).
     double d_rounding = 0;
     if (amp > 1) {
       std::vector<double> exact_o, exact_lse;
@@ -264,7 +275,7 @@ void check_varlen_backward(Packed<S, T>& pk, const RefOptions& opt, FeatureOptio
       }
     }
     const double d_term[3] = {scale * amp * d_rounding * max_abs(seq.k),
-                              scale * amp * d_rounding * max_abs(seq.q) * static_cast<double>(lq), 0.0};
+                              scale * amp * d_rounding * max_abs(seq.q) * static_cast<double>(lq * (h / hk)), 0.0};
     for (int t = 0; t < 3; ++t) {
       const double e = max_abs_diff(slice(*g[t], at[t], n[t]), *r[t]);
       const double pe = max_abs_diff(slice(*p[t], at[t], n[t]), *pr[t]);

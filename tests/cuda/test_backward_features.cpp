@@ -157,6 +157,34 @@ TEMPLATE_LIST_TEST_CASE("cuda native backward: block mask + dropout + softcap, r
   check_backward_features<S, T>({1, 256, 384, 2, 2, d}, o, params, x, "block mask + dropout + softcap backward");
 }
 
+TEMPLATE_LIST_TEST_CASE("cuda native backward: deterministic mode over many key tiles, with features",
+                        "[cuda][native][backward]", CudaTensorCoreCases) {
+  // Ten key tiles of the Hopper kernel add into each dQ row (in key order in deterministic mode), with
+  // causal, sliding-window and GQA walks and the score features; check_backward_features runs twice.
+  using S = typename TestType::space;
+  using T = typename TestType::value;
+  // One GENERATE over the cases rather than SECTIONs: Catch2 (3.4) fails a GENERATE
+  // that follows SECTIONs (feature_cases.hpp which()) on the last section's run.
+  const std::int64_t d = GENERATE(64, 128);
+  const int which_case = GENERATE(0, 1, 2);  // no mask + GQA; causal with seqlen_q > seqlen_k; features
+  const kfa::Backend backend = which();
+  RefOptions o;
+  if (which_case == 1) o.causal = true;
+  if (which_case == 2) {
+    o.window_left = 400;
+    o.window_right = 130;
+    o.softcap = 5.0;
+    o.alibi = slopes(2);
+  }
+  const bool causal_longer_q = o.causal;
+  const FeatureOptions x = o.softcap != 0 ? dropout(0.17, rng()(), rng()()) : FeatureOptions{};
+  kfa::Params params = with_dropout(o, x);
+  params.backend = backend;
+  params.deterministic = true;
+  check_backward_features<S, T>({1, causal_longer_q ? 1100 : 600, 1200, 2, 1, d}, o, params, x,
+                                "deterministic backward over many key tiles");
+}
+
 TEMPLATE_LIST_TEST_CASE("cuda native backward: deterministic mode is bitwise reproducible with features",
                         "[cuda][native][backward]", CudaTensorCoreCases) {
   using S = typename TestType::space;

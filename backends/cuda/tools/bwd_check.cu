@@ -155,7 +155,8 @@ int run_bench(std::vector<int> dims = {}, int only_causal = -1, std::int64_t onl
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {  // --bench [d,d,...]: those head dims, no deterministic runs
+  // --bench [d,d,... [det]]: those head dims, without deterministic runs unless `det` follows
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
     if (argc == 2) return run_bench();
     std::vector<int> dims;
     for (const char* c = argv[2]; *c;) {
@@ -163,7 +164,7 @@ int main(int argc, char** argv) {
       dims.push_back(static_cast<int>(std::strtol(c, &end, 10)));
       c = *end == ',' ? end + 1 : end + std::strlen(end);
     }
-    return run_bench(dims, -1, 0, 0);
+    return run_bench(dims, -1, 0, argc > 3 && std::strcmp(argv[3], "det") == 0 ? -1 : 0);
   }
   if (argc > 5 && std::strcmp(argv[1], "--profile") == 0)  // --profile d causal seqlen det
     return run_bench({std::atoi(argv[2])}, std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]), 1);

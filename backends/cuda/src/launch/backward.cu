@@ -1,9 +1,9 @@
 // Native CUDA backward: what it supports, its workspace, and the launch sequence
 //   preprocess (D = rowsum(dO*O), zeroed dQ accumulator)
-//   -> main kernel: the Hopper dK/dV + atomic dQ kernel (sm_90 device, not deterministic; its dense or
-//      Featured instance)
+//   -> main kernel: the Hopper dK/dV + dQ accumulation kernel (sm_90 device; its dense or Featured
+//      instance; deterministic: its dQ additions in key-tile order, except under a block mask)
 //      or the mma.sync dK/dV kernel (+ atomic dQ)  or  its dK/dV kernel + deterministic dQ kernel
-//   -> dQ conversion (atomic path only).
+//   -> dQ conversion (when dQ was accumulated).
 // KFA_CUDA_BACKWARD=mma or =wgmma forces one main kernel (tests and benchmarks compare them); wgmma
 // still needs a case the Hopper kernel takes and falls back to mma.sync otherwise.
 #include <cuda_runtime.h>
@@ -39,9 +39,10 @@ using kfa::detail::DType;
 using kfa::detail::Shape;
 using kfa::detail::Tensor4;
 
-// The layout of kfa::detail::backward_workspace_layout (D at offset 0, then the fp32 dQ accumulator
-// unless deterministic; ALiBi slopes, which the dispatcher keeps after them, are not touched). The
-// offsets of D and dQ do not depend on the element type among half / bfloat16 or on ALiBi.
+// The layout of kfa::detail::backward_workspace_layout (D at offset 0, then the fp32 dQ accumulator,
+// then when deterministic the counts of ordered additions; ALiBi slopes, which the dispatcher keeps
+// after them, are not touched). The offsets do not depend on the element type among half / bfloat16
+// or on ALiBi.
 kfa::detail::BackwardWorkspaceLayout workspace_layout(const Shape& s, bool deterministic) {
   return kfa::detail::backward_workspace_layout(DType::bf16, s, deterministic, false);
 }
@@ -56,15 +57,16 @@ bool featured(const BackwardArgs& a) {
 }
 
 /// True when the Hopper main kernel takes the call: an sm_90 device, a head dim of its instance table,
-/// the atomic dQ, TMA-addressable Q, K, V and dO (packed sequences without a batch stride). Every
-/// feature supports_backward accepts runs on its Featured instance.
+/// TMA-addressable Q, K, V and dO (packed sequences without a batch stride). Every feature
+/// supports_backward accepts runs on its Featured instance; deterministic mode too, except under a
+/// block mask (its key tiles of one query tile are not a contiguous range, walk.cuh dq_add_rank).
 bool use_sm90(const BackwardArgs& a) {
 #ifdef KFA_CUDA_HAS_SM90
   static const bool forced_mma = [] {
     const char* e = std::getenv("KFA_CUDA_BACKWARD");
     return e != nullptr && std::strcmp(e, "mma") == 0;
   }();
-  if (forced_mma || a.deterministic) return false;
+  if (forced_mma || (a.deterministic && a.score.blocks.enabled())) return false;
   bool dim_ok = false;
 #define KFA_CASE(D) dim_ok = dim_ok || a.shape.head_dim == D;
   KFA_CUDA_BACKWARD_SM90_DIMS(KFA_CASE)
@@ -95,7 +97,7 @@ void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, bool s
   constexpr int kWarpsPerBlock = 8;
   const std::int64_t pre_warps = s.batch * s.heads * s.seqlen_q;
   bwd::preprocess_kernel<T><<<static_cast<unsigned>((pre_warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
-                              kWarpsPerBlock * 32, 0, stream>>>(p, !deterministic);
+                              kWarpsPerBlock * 32, 0, stream>>>(p, p.dq_accum != nullptr);
   bwd::check_launch("preprocess kernel");
 #ifdef KFA_CUDA_HAS_SM90
   if (sm90) {
@@ -120,7 +122,7 @@ void run_typed(const bwd::KernelParams& p, bool deterministic, bool feat, bool s
 #undef KFA_CASE
     default: break;
   }
-  if (!deterministic) {
+  if (p.dq_accum != nullptr) {
     const std::int64_t warps = s.batch * s.heads * s.seqlen_q;
     bwd::dq_convert_kernel<T><<<static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock),
                                 kWarpsPerBlock * 32, 0, stream>>>(p);
@@ -175,9 +177,15 @@ void backward(const BackwardArgs& a, cudaStream_t stream) {
   p.win_hi = static_cast<int>(bound(a.score.window_right));
   auto* base = static_cast<unsigned char*>(ws);
   p.dsum = reinterpret_cast<float*>(base + w.delta);
-  p.dq_accum = a.deterministic ? nullptr : reinterpret_cast<float*>(base + w.dq_acc);
   const bool feat = featured(a);
   const bool sm90 = use_sm90(a);
+  // dQ accumulated: always by the Hopper kernel (deterministic: in order), by the mma.sync kernels
+  // unless deterministic (then their dQ kernel writes dQ).
+  p.dq_accum = sm90 || !a.deterministic ? reinterpret_cast<float*>(base + w.dq_acc) : nullptr;
+  if (sm90 && a.deterministic) {
+    p.dq_order = reinterpret_cast<int*>(base + w.dq_order);
+    p.dq_order_blocks = static_cast<int>(kfa::detail::dq_order_blocks(a.shape));
+  }
 
   try {
     if (a.dtype == DType::bf16) run_typed<__nv_bfloat16>(p, a.deterministic, feat, sm90, stream);

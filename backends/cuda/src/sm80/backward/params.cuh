@@ -23,7 +23,12 @@ struct KernelParams {
   // Dense: row (b, h, r) of the per-row buffers is (b * heads + h) * seqlen_q + r. Packed sequences:
   // (q_begin + r) * heads + h (total rows <= batch * heads * max seqlen_q, so the workspace fits).
   float* dsum = nullptr;      // D = rowsum(dO * O), one float per row
-  float* dq_accum = nullptr;  // head_dim floats per row, fp32, atomic path only
+  float* dq_accum = nullptr;  // head_dim floats per row, fp32: the atomic path and the ordered one
+  // Ordered (deterministic) additions into dq_accum: per (batch or sequence b, head h, 64-row query block
+  // m) the count at dq_order[(b * heads + h) * dq_order_blocks + m] of key tiles whose additions are
+  // in (kfa::detail::BackwardWorkspaceLayout); nullptr: atomic additions in any order.
+  int* dq_order = nullptr;
+  int dq_order_blocks = 0;
   // The features (the dense kernels never read these).
   kfa::detail::Varlen varlen;          // packed sequences (tensors have stride_b 0); disabled: padded batch
   kfa::detail::DropoutPolicy dropout;  // make_dropout(score)

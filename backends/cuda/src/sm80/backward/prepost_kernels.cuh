@@ -1,6 +1,7 @@
 #pragma once
 // The memory-bound stages around the main backward kernel:
-//  - preprocess: D = rowsum(dO * O), and zeroing of the fp32 dQ accumulator on the atomic path;
+//  - preprocess: D = rowsum(dO * O), and zeroing of the fp32 dQ accumulator (and of the counts of
+//    ordered additions) when the main kernel accumulates dQ;
 //  - dq_convert: dQ = scale * accumulator, written to the output type and strides.
 // One warp per (batch, head, row) of the padded grid [batch, heads, seqlen_q]; with packed sequences
 // seqlen_q is the longest sequence's length and the warps past their sequence's end return.
@@ -56,6 +57,8 @@ __global__ void preprocess_kernel(const KernelParams p, bool zero_dq) {
   if (zero_dq) {
     float* acc = p.dq_accum + r * d;
     for (int c = lane; c < d; c += 32) acc[c] = 0.0f;
+    if (p.dq_order != nullptr && lane == 0 && pr.row % 64 == 0)
+      p.dq_order[(b * s.heads + h) * p.dq_order_blocks + pr.row / 64] = 0;
   }
 }
 

@@ -11,7 +11,8 @@
 // the launcher (launch/backward.cu) runs them around this kernel.
 // The dense instance takes causal / window masks, GQA and any lengths; the Featured instance also
 // packed sequences, block masks, softcap, ALiBi and dropout (one kernel, the feature branches compiled
-// in). Both add dQ atomically; the deterministic cases run the mma.sync kernels.
+// in). Both add dQ by TMA reductions: in any order, or in deterministic mode in the order of the
+// key tiles (the dQ writer, mainloop.cuh).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -59,7 +60,7 @@ __global__ void __launch_bounds__(Sm90BwdShape<D, Featured>::threads, 1)
     regs_release<F::producer_regs>();
     const int warp = threadIdx.x / 32;
     if (threadIdx.x == 0) Sm90BwdProducer<D, Featured>::run(&q_map, &k_map, &v_map, &do_map, p, b, hk, n0, smem, bar, blk);
-    if (warp == 1) Sm90BwdDqWriter<D, Featured>::run(&dq_map, p, b, smem, blk, threadIdx.x % 32);
+    if (warp == 1) Sm90BwdDqWriter<D, Featured>::run(&dq_map, p, b, n0, smem, blk, threadIdx.x % 32);
     if (warp == 2) Sm90BwdStats<D, Featured>::run(p, b, smem, bar, blk, threadIdx.x % 32);
     if (threadIdx.x == 96) Sm90BwdWalker<D, Featured>::run(p, smem, bar, blk);
     return;

@@ -335,21 +335,34 @@ struct Sm90BwdMainloop {
 template <int D, bool Featured>
 struct Sm90BwdDqWriter {
   using F = Sm90BwdShape<D, Featured>;
-  __device__ __forceinline__ static void run(const CUtensorMap* dq_map, const bwd::KernelParams& p, int b,
+  __device__ __forceinline__ static void run(const CUtensorMap* dq_map, const bwd::KernelParams& p, int b, int n0,
                                              const Sm90BwdSmem<D, Featured>& smem, const Sm90BwdBlock& blk, int lane) {
     if (!blk.any()) return;
     if (lane == 0) prefetch_tensor_map(dq_map);
     // The accumulator's slices: (batch, head) pairs of a padded batch, heads of packed sequences.
     const int slice0 = Featured && p.varlen.enabled() ? 0 : static_cast<int>(b * p.shape.heads);
+    // Deterministic mode: the blocks add the dQ rows of a step one after the other, in the order of their
+    // keys (dq_add_rank), each waiting for the count of additions in to reach its place and raising it
+    // once its own reductions are complete; the two consumers' additions of one step follow each other.
+    const bool ordered = p.dq_order != nullptr;
 #pragma unroll 1
     for (int buf = 0;; buf ^= 1) {
       bool last = false;
+      int* count = nullptr;
 #pragma unroll
       for (int cw = 0; cw < F::consumers; ++cw) {
         named_barrier_sync(F::bar_dq_full + cw, F::dq_sync_threads);
         const Sm90BwdStep step = Sm90BwdStep::get(smem.dq_step(cw, buf));
         last = step.last;
         if (lane == 0) {
+          if (ordered && cw == 0) {
+            count = p.dq_order + (std::int64_t(b) * p.shape.heads + step.h) * p.dq_order_blocks + step.m0 / 64;
+            const int place = dq_add_rank<F::block_k>(blk.shape(p.shape), p.score, step.m0, n0);
+            while (ld_acquire_gpu(count) != place) {
+            }
+            fence_async_global();  // the earlier blocks' additions, seen through the count, before ours
+          }
+          if (ordered && cw > 0 && !F::dq_reads_all_keys) tma_store_wait_all();  // same rows: one after the other
           const int col0 = F::dq_split_cols ? cw * F::dq_cols : 0;
 #pragma unroll
           for (int x = 0; x < F::dq_boxes; ++x)
@@ -357,8 +370,17 @@ struct Sm90BwdDqWriter {
                               blk.q_begin + step.m0 + (F::dq_split_rows ? cw * F::dq_rows : 0), slice0 + step.h);
           tma_store_commit();
         }
+        __syncwarp();  // lane 0 may have waited: the warp meets again before the next barrier
       }
-      if (lane == 0) tma_store_wait_read();
+      if (lane == 0) {
+        if (ordered) {
+          tma_store_wait_all();
+          fence_async_global();
+          red_release_gpu_add(count, 1);
+        } else {
+          tma_store_wait_read();
+        }
+      }
       __syncwarp();
       if (last) break;  // the consumers wait for the boxes only before a next step
 #pragma unroll

@@ -89,6 +89,16 @@ struct Sm90BwdWalk {
   }
 };
 
+/// Deterministic mode: the place of the block of keys from n0 among the blocks whose walks visit query
+/// rows [m0, m0 + BQ) of a head; the dQ writers add those rows in that order. Without a block mask the
+/// visiting blocks are the contiguous run over the rows' visible keys (an interval, tile_rules.hpp),
+/// which starts at the first row's first visible key (earlier rows of a block that see nothing only
+/// exist where that key is 0), so the place is the distance from the run's first block.
+template <int BK>
+__device__ inline int dq_add_rank(const kfa::detail::Shape& seq, const kfa::detail::ScoreSpec& score, int m0, int n0) {
+  return n0 / BK - static_cast<int>(kfa::detail::visible_keys(m0, seq, score).begin / BK);
+}
+
 /// The record of block (batch or sequence b, kv head hk, keys from n0), made by one thread.
 template <int BK, int BQ, bool Featured>
 __device__ inline Sm90BwdBlock make_bwd_block(const bwd::KernelParams& p, int b, int hk, int n0) {
